@@ -1,0 +1,112 @@
+"""Convert assets/<dataset>/{train,dev,test}.jsonl into one corpus a label scheme:
+corpus/<dataset>_<scheme>/{train,dev,test}.spacy (one Doc a sentence) and stats.json.
+
+Every scheme in scripts/labels.py:SCHEMES is written (System A and System B). Nothing is
+written until every split has been validated and the official counts checked; each corpus
+directory then appears in one rename, and earlier corpora of these schemes are removed at
+the start, so a failed run leaves nothing that a later step would take as done.
+"""
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from wasabi import msg
+
+from .corpus import DataError, EncodedSplit, atomic_dir, check_sentences, read_jsonl
+from .corpus import reference_mismatch, remove_outputs
+from .labels import DATASETS, SCHEMES, SPLITS, corpus_name
+
+
+def dataset_types(dataset: str, splits) -> tuple:
+    """The dataset's entity types: the declared ones, or for a generic IOB corpus the types
+    that occur in its files (sorted)."""
+    declared = DATASETS[dataset].types
+    if declared is not None:
+        return declared
+    found = {tag[2:] for s in splits.values() for tag in s.tag_values if tag != "O"}
+    return tuple(sorted(found))
+
+
+def convert(dataset: str, assets_dir: Path, corpus_dir: Path, schemes: List[str]) -> dict:
+    info = DATASETS[dataset]
+    outputs = [corpus_dir / corpus_name(dataset, s) for s in schemes]
+    remove_outputs(*outputs)
+    encoded = {}
+    for split in SPLITS:
+        sents = read_jsonl(assets_dir / f"{split}.jsonl")
+        check_sentences(sents, info.types)
+        encoded[split] = EncodedSplit.encode(sents)
+    types = dataset_types(dataset, encoded)
+    results = {}
+    for name in schemes:
+        scheme = SCHEMES[name]
+        labels = scheme.keep(types)
+        if not labels:
+            raise DataError(
+                f"scheme {name!r} keeps none of the types of {dataset} ({', '.join(types)})."
+            )
+        stats = {
+            "dataset": dataset,
+            "scheme": name,
+            "description": scheme.description,
+            "labels": list(labels),
+            "splits": {},
+        }
+        arrays = {}
+        for split, enc in encoded.items():
+            iob, label, repaired = enc.entities(labels)
+            arrays[split] = (iob, label)
+            stats["splits"][split] = enc.stats(labels, iob, label, repaired)
+            reference = info.references.get(split)
+            split_stats = stats["splits"][split]
+            problem = reference and reference_mismatch(
+                reference, split_stats["sentences"], split_stats["entities"]
+            )
+            if problem:
+                raise DataError(
+                    f"{enc.sents.where}: the {split} split has the official size "
+                    f"({reference.sentences:,} sentences) but its entity counts under scheme "
+                    f"{name!r} differ from the official ones: {problem}. Are the tag ids "
+                    "mapped with the official id map (scripts/labels.py)?"
+                )
+        results[name] = (labels, stats, arrays)
+    written = {}
+    for name, (labels, stats, arrays) in results.items():
+        out = corpus_dir / corpus_name(dataset, name)
+        with atomic_dir(out) as tmp:
+            for split, enc in encoded.items():
+                (tmp / f"{split}.spacy").write_bytes(enc.docbin_bytes(labels, *arrays[split]))
+            (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        written[name] = stats
+    return written
+
+
+def main(
+    dataset: str = typer.Argument(..., help=f"One of: {', '.join(DATASETS)}"),
+    assets_dir: Path = typer.Argument(..., help="Directory with train/dev/test.jsonl"),
+    corpus_dir: Path = typer.Argument(Path("corpus"), help="Where corpus/<dataset>_<scheme>/ go"),
+    scheme: Optional[List[str]] = typer.Option(None, help="Schemes to write (default: all)"),
+):
+    """Write DocBin corpora and stats.json for every label scheme."""
+    if dataset not in DATASETS:
+        msg.fail(f"Unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}.", exits=1)
+    schemes = scheme or list(SCHEMES)
+    unknown = [s for s in schemes if s not in SCHEMES]
+    if unknown:
+        msg.fail(f"Unknown scheme {', '.join(unknown)}; known: {', '.join(SCHEMES)}.", exits=1)
+    start = time.perf_counter()
+    try:
+        written = convert(dataset, assets_dir, corpus_dir, schemes)
+    except DataError as err:
+        msg.fail(str(err), exits=1)
+    for name, stats in written.items():
+        out = corpus_dir / corpus_name(dataset, name)
+        sizes = ", ".join(f"{s} {v['sentences']:,}" for s, v in stats["splits"].items())
+        msg.good(f"{out}: {len(stats['labels'])} labels; sentences: {sizes}")
+    msg.info(f"Converted in {time.perf_counter() - start:.1f}s")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,456 @@
+"""Sentences with IOB tags: reading, validation, label schemes, stats and DocBin output.
+
+Shared by `fetch` (which writes assets/<dataset>/{train,dev,test}.jsonl, one
+{"tokens": [...], "tags": [...]} object a line) and `convert` (which turns those into
+corpus/<dataset>_<scheme>/{train,dev,test}.spacy and stats.json).
+
+Work is done on whole splits as Arrow/NumPy columns rather than sentence by sentence: the
+full English MultiNERD (328k sentences, both schemes) converts in seconds, not minutes.
+"""
+import codecs
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy
+import pyarrow
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from .labels import Reference
+
+# spaCy's ENT_IOB codes: 1 = I, 2 = O, 3 = B (0 = missing annotation).
+IOB_I, IOB_O, IOB_B = 1, 2, 3
+TAG_RE = re.compile(r"^([BI])-(\S+)$")
+JSONL_SCHEMA = pyarrow.schema(
+    [("tokens", pyarrow.list_(pyarrow.string())), ("tags", pyarrow.list_(pyarrow.string()))]
+)
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file or split and the sentence."""
+
+
+@dataclass
+class Sentences:
+    """One split: a sentence a row, tokens and tags as Arrow list<string> arrays.
+
+    `where` names the source for error messages ("data/train.jsonl", "split 'dev' of ...").
+    `lines`, when known, holds the 1-based line on which each sentence starts.
+    """
+
+    tokens: pyarrow.ListArray
+    tags: pyarrow.ListArray
+    where: str
+    lines: Optional[numpy.ndarray] = None
+    line_label: str = "line"
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def locate(self, index: int) -> str:
+        """'<where>, sentence N (line L)' for the 0-based sentence index."""
+        line = f" ({self.line_label} {int(self.lines[index])})" if self.lines is not None else ""
+        return f"{self.where}, sentence {index + 1}{line}"
+
+    @classmethod
+    def from_lists(cls, tokens, tags, where: str, lines=None) -> "Sentences":
+        str_list = pyarrow.list_(pyarrow.string())
+        return cls(
+            pyarrow.array(tokens, type=str_list), pyarrow.array(tags, type=str_list), where, lines
+        )
+
+    def __post_init__(self):
+        self.tokens = as_list_array(self.tokens)
+        self.tags = as_list_array(self.tags)
+
+
+def as_list_array(column) -> pyarrow.ListArray:
+    """One contiguous list<string> array from an Arrow array or chunked column."""
+    if isinstance(column, pyarrow.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pyarrow.array(
+            [], column.type
+        )
+    if pyarrow.types.is_large_list(column.type) or not pyarrow.types.is_string(
+        column.type.value_type
+    ):
+        column = column.cast(pyarrow.list_(pyarrow.string()))
+    return column
+
+
+def list_offsets(array: pyarrow.ListArray) -> numpy.ndarray:
+    """Offsets of a list array as int64, starting at 0 (sliced arrays included)."""
+    offsets = array.offsets.to_numpy().astype(numpy.int64)
+    return offsets - offsets[0]
+
+
+def sentence_of(offsets: numpy.ndarray, position: int) -> int:
+    """The sentence that holds the flat token position."""
+    return int(numpy.searchsorted(offsets, position, side="right")) - 1
+
+
+def check_sentences(sents: Sentences, types: Optional[Sequence[str]]) -> None:
+    """Raise DataError for an empty split, a sentence without tokens, a token/tag count
+    mismatch, a missing token or tag, or a tag that is not O, B-<type> or I-<type> (with
+    <type> one of `types` when given)."""
+    if len(sents) == 0:
+        raise DataError(f"{sents.where}: the split is empty (no sentences).")
+    tok_off, tag_off = list_offsets(sents.tokens), list_offsets(sents.tags)
+    n_tok, n_tag = numpy.diff(tok_off), numpy.diff(tag_off)
+    if sents.tokens.null_count or sents.tags.null_count:
+        bad = numpy.flatnonzero(
+            sents.tokens.is_null().to_numpy(zero_copy_only=False)
+            | sents.tags.is_null().to_numpy(zero_copy_only=False)
+        )[0]
+        raise DataError(f"{sents.locate(bad)}: no tokens or no tags (null).")
+    mismatch = numpy.flatnonzero(n_tok != n_tag)
+    if len(mismatch):
+        i = mismatch[0]
+        raise DataError(
+            f"{sents.locate(i)}: {n_tok[i]} tokens but {n_tag[i]} tags; every token needs one tag."
+        )
+    empty = numpy.flatnonzero(n_tok == 0)
+    if len(empty):
+        raise DataError(f"{sents.locate(empty[0])}: the sentence has no tokens.")
+    flat_tokens, flat_tags = sents.tokens.flatten(), sents.tags.flatten()
+    for flat, what in ((flat_tokens, "token"), (flat_tags, "tag")):
+        if flat.null_count:
+            pos = int(numpy.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
+            i = sentence_of(tok_off, pos)
+            raise DataError(f"{sents.locate(i)}: {what} {pos - tok_off[i] + 1} is missing (null).")
+    for tag in pc.unique(flat_tags).to_pylist():
+        problem = tag_problem(tag, types)
+        if problem:
+            pos = pc.index(flat_tags, tag).as_py()
+            i = sentence_of(tok_off, pos)
+            token = flat_tokens[pos].as_py()
+            raise DataError(
+                f"{sents.locate(i)}: tag {tag!r} of token {pos - tok_off[i] + 1} ({token!r}) "
+                f"{problem}."
+            )
+
+
+def tag_problem(tag: str, types: Optional[Sequence[str]]) -> Optional[str]:
+    if tag == "O":
+        return None
+    match = TAG_RE.match(tag)
+    if not match:
+        return "is not O, B-<type> or I-<type>"
+    if types is not None and match.group(2) not in types:
+        return f"has an unknown entity type (known: {', '.join(types)})"
+    return None
+
+
+def ids_to_tags(tag_ids, id_map: Sequence[str], locate: Callable[[int], str]):
+    """Map a list<int> array of tag ids to a list<string> array through `id_map`, with a
+    clear error for an id out of range. `locate(i)` names sentence i in messages."""
+    offsets = list_offsets(tag_ids)
+    flat = tag_ids.flatten()
+    if flat.null_count or not pyarrow.types.is_integer(flat.type):
+        raise DataError(f"{locate(0)}: ner_tags must be integer tag ids (found {flat.type}).")
+    ids = flat.to_numpy()
+    bad = numpy.flatnonzero((ids < 0) | (ids >= len(id_map)))
+    if len(bad):
+        pos = int(bad[0])
+        i = sentence_of(offsets, pos)
+        raise DataError(
+            f"{locate(i)}: tag id {ids[pos]} of token {pos - offsets[i] + 1} is out of range "
+            f"0-{len(id_map) - 1}."
+        )
+    names = pyarrow.array(id_map, pyarrow.string()).take(pyarrow.array(ids))
+    return pyarrow.ListArray.from_arrays(pyarrow.array(offsets, pyarrow.int32()), names)
+
+
+# --- reading and writing files ---------------------------------------------------------
+
+
+def open_binary(path: Path):
+    """Open a file for reading bytes, through gzip when it ends in .gz."""
+    return gzip.open(path, "rb") if Path(path).suffix == ".gz" else open(path, "rb")
+
+
+def check_utf8(path: Path, where: Optional[str] = None) -> None:
+    """Raise DataError naming the line of the first byte that is not UTF-8."""
+    where = where or str(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, pending = 1, b""
+    try:
+        with open_binary(path) as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                data = pending + chunk
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    try:
+                        data.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        line += data.count(b"\n", 0, err.start)
+                        raise DataError(
+                            f"{where}, line {line}: not UTF-8 (byte 0x{data[err.start]:02x}); "
+                            "save the file as UTF-8."
+                        ) from None
+                cut = data.rfind(b"\n") + 1
+                line += data.count(b"\n", 0, cut)
+                pending = data[cut:]
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataError(f"{where}, line {line}: the file ends inside a UTF-8 character.") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"{where}: cannot read the file ({err}).") from None
+
+
+def read_jsonl(path: Path) -> Sentences:
+    """Read a {"tokens": [...], "tags": [...]} JSON-lines file (the assets format)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found.")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the split is empty (no sentences).")
+    check_utf8(path)
+    try:
+        table = pa_json.read_json(
+            path,
+            read_options=pa_json.ReadOptions(block_size=1 << 24),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=JSONL_SCHEMA, unexpected_field_behavior="ignore"
+            ),
+        )
+    except (pyarrow.ArrowInvalid, UnicodeDecodeError) as err:
+        raise diagnose_jsonl(path, ("tokens", "tags")) or DataError(f"{path}: {err}") from None
+    if len(table) == 0:
+        raise DataError(f"{path}: the split is empty (no sentences).")
+    table = table.combine_chunks()
+    tokens, tags = table.column("tokens").chunk(0), table.column("tags").chunk(0)
+    return Sentences(tokens, tags, str(path), numpy.arange(1, len(table) + 1))
+
+
+def diagnose_jsonl(path: Path, keys: Sequence[str]) -> Optional[DataError]:
+    """Find the first line of a JSON-lines file that is not JSON or lacks a key."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            text = raw.decode("utf-8", errors="replace")
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                return DataError(f"{path}, line {n}: not valid JSON ({err.msg}).")
+            missing = [k for k in keys if not isinstance(row, dict) or k not in row]
+            if missing:
+                return DataError(f"{path}, line {n}: no {', '.join(map(repr, missing))} field.")
+    return None
+
+
+def write_jsonl(sents: Sentences, path: Path) -> None:
+    """Write sentences as {"tokens": [...], "tags": [...]} lines (call inside atomic_dir)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for tokens, tags in zip(sents.tokens.to_pylist(), sents.tags.to_pylist()):
+            f.write(json.dumps({"tokens": tokens, "tags": tags}, ensure_ascii=False))
+            f.write("\n")
+
+
+def read_columns(path: Path, sep: Optional[str], where: Optional[str] = None) -> Sentences:
+    """Read a CoNLL-style file: one token a line, the token in the first column and its tag in
+    the last, a blank line between sentences, `-DOCSTART-` lines skipped.
+
+    sep="\\t" reads tab-separated files (a line without a tab is an error); sep=None splits on
+    any whitespace (CoNLL-2003's 4 space-separated columns, or 2-column token/tag files).
+    A tab-separated line of 3 or more fields whose first field is a number is read as
+    index, token, tag."""
+    path = Path(path)
+    where = where or str(path)
+    tokens: List[List[str]] = []
+    tags: List[List[str]] = []
+    starts: List[int] = []
+    cur_tokens: List[str] = []
+    cur_tags: List[str] = []
+    check_utf8(path, where)
+    try:
+        with io.TextIOWrapper(open_binary(path), encoding="utf-8", newline=None) as f:
+            for n, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    if cur_tokens:
+                        tokens.append(cur_tokens), tags.append(cur_tags)
+                        cur_tokens, cur_tags = [], []
+                    continue
+                if line.startswith("-DOCSTART-"):
+                    continue
+                fields = line.split(sep)
+                if len(fields) < 2:
+                    what = "no tab" if sep == "\t" else "fewer than 2 columns"
+                    raise DataError(
+                        f"{where}, sentence {len(tokens) + 1} (line {n}): {what} in {line!r}; "
+                        "expected token<TAB>tag." if sep == "\t" else
+                        f"{where}, sentence {len(tokens) + 1} (line {n}): {what} in {line!r}; "
+                        "expected the token first and the tag last."
+                    )  # fmt: skip
+                if sep == "\t" and len(fields) >= 3 and fields[0].isdigit():
+                    fields = fields[1:]
+                if not cur_tokens:
+                    starts.append(n)
+                cur_tokens.append(fields[0])
+                cur_tags.append(fields[-1].strip())
+    except (OSError, EOFError) as err:
+        raise DataError(f"{where}: cannot read the file ({err}).") from None
+    if cur_tokens:
+        tokens.append(cur_tokens), tags.append(cur_tags)
+    return Sentences.from_lists(tokens, tags, where, numpy.asarray(starts, dtype=numpy.int64))
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `target`; on success it replaces `target`
+    in one rename, on failure it is removed. A crash leaves only a hidden `.name.*` dir."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_outputs(*paths: Path) -> None:
+    """Remove earlier outputs before they are rebuilt, so that a failed run leaves nothing
+    stale that a later step would take as done."""
+    for path in paths:
+        if Path(path).is_dir():
+            shutil.rmtree(path)
+        elif Path(path).exists():
+            Path(path).unlink()
+
+
+# --- label schemes, IOB2 and stats --------------------------------------------------------
+
+
+@dataclass
+class EncodedSplit:
+    """A validated split as flat columns: one entry a token."""
+
+    sents: Sentences
+    offsets: numpy.ndarray  # sentence boundaries into the flat columns
+    token_codes: numpy.ndarray  # index into `token_values`
+    token_values: List[str]
+    tag_codes: numpy.ndarray  # index into `tag_values`
+    tag_values: List[str]
+
+    @classmethod
+    def encode(cls, sents: Sentences) -> "EncodedSplit":
+        tok = pc.dictionary_encode(sents.tokens.flatten())
+        tag = pc.dictionary_encode(sents.tags.flatten())
+        return cls(
+            sents,
+            list_offsets(sents.tokens),
+            tok.indices.to_numpy(),
+            tok.dictionary.to_pylist(),
+            tag.indices.to_numpy(),
+            tag.dictionary.to_pylist(),
+        )
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_codes)
+
+    def entities(self, labels: Sequence[str]) -> Tuple[numpy.ndarray, numpy.ndarray, int]:
+        """IOB codes (spaCy's ENT_IOB) and label indices (-1 for O) of every token under a
+        scheme that keeps `labels`; other types become O. The result is IOB2 as seqeval
+        reads it: an I- tag after O or after another type starts a new entity (becomes B).
+        Also returns how many I- tags were turned into B."""
+        index = {label: i for i, label in enumerate(labels)}
+        lut_iob = numpy.full(len(self.tag_values), IOB_O, dtype=numpy.uint64)
+        lut_label = numpy.full(len(self.tag_values), -1, dtype=numpy.int64)
+        for code, tag in enumerate(self.tag_values):
+            match = TAG_RE.match(tag)
+            if match and match.group(2) in index:
+                lut_iob[code] = IOB_B if match.group(1) == "B" else IOB_I
+                lut_label[code] = index[match.group(2)]
+        iob = lut_iob[self.tag_codes]
+        label = lut_label[self.tag_codes]
+        prev = numpy.empty_like(label)
+        prev[0:1] = -1
+        prev[1:] = label[:-1]
+        prev[self.offsets[:-1]] = -1  # a sentence start follows nothing
+        starts = (iob == IOB_I) & (prev != label)
+        iob[starts] = IOB_B
+        return iob, label, int(starts.sum())
+
+    def stats(self, labels: Sequence[str], iob: numpy.ndarray, label: numpy.ndarray, repaired):
+        begins = label[iob == IOB_B]
+        counts = numpy.bincount(begins, minlength=len(labels))
+        ents_per_sentence = numpy.add.reduceat((iob == IOB_B).astype(numpy.int64), self.offsets[:-1])
+        return {
+            "sentences": len(self.sents),
+            "tokens": self.n_tokens,
+            "entities": {lab: int(c) for lab, c in zip(labels, counts)},
+            "entities_total": int(counts.sum()),
+            "sentences_without_entities": int((ents_per_sentence == 0).sum()),
+            "i_tags_starting_entities": repaired,
+        }
+
+    def docbin_bytes(self, labels: Sequence[str], iob: numpy.ndarray, label: numpy.ndarray):
+        """The split as a spaCy DocBin (bytes of a .spacy file): one Doc a sentence, tokens
+        separated by spaces, entities as given. Equivalent to adding
+        `Doc(vocab, words=tokens, spaces=[True]*n, ents=iob2_tags)` to a
+        `DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"])` (tests/test_corpus.py checks it), but
+        it fills the DocBin's columns for the whole split at once."""
+        from spacy.attrs import ENT_IOB, ENT_TYPE, ORTH
+        from spacy.strings import StringStore
+        from spacy.tokens import DocBin
+
+        strings = StringStore()
+        orth = numpy.fromiter(
+            (strings.add(t) for t in self.token_values), numpy.uint64, len(self.token_values)
+        )
+        label_hash = numpy.array([strings.add(lab) for lab in labels] + [0], numpy.uint64)
+        db = DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], store_user_data=False)
+        columns = numpy.empty((self.n_tokens, len(db.attrs)), dtype=numpy.uint64)
+        columns[:, db.attrs.index(ORTH)] = orth[self.token_codes]
+        columns[:, db.attrs.index(ENT_IOB)] = iob
+        columns[:, db.attrs.index(ENT_TYPE)] = label_hash[label]  # -1 picks the 0 for O
+        n_docs = len(self.sents)
+        cuts = self.offsets[1:-1]
+        db.tokens = numpy.split(columns, cuts)
+        db.spaces = numpy.split(numpy.ones((self.n_tokens, 1), dtype=bool), cuts)
+        db.flags = [{"has_unknown_spaces": False}] * n_docs
+        db.cats = [{}] * n_docs
+        db.span_groups = [EMPTY_SPAN_GROUPS] * n_docs
+        db.strings = set(self.token_values) | set(labels) | {""}
+        return db.to_bytes()
+
+
+EMPTY_SPAN_GROUPS = b"\x90"  # msgpack of an empty list: what Doc.spans.to_bytes() gives
+
+
+def reference_mismatch(
+    reference: Reference, sentences: int, counts: Dict[str, int]
+) -> Optional[str]:
+    """When a split has the reference's size, the types whose entity counts differ from the
+    published ones (only the types the scheme keeps), as text; else None."""
+    if sentences != reference.sentences:
+        return None
+    diffs = [
+        f"{t} {counts[t]} (official {n})"
+        for t, n in reference.entities.items()
+        if t in counts and counts[t] != n
+    ]
+    return ", ".join(diffs) or None

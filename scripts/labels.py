@@ -1,0 +1,111 @@
+"""The one definition of every label fact in this project.
+
+Everything that needs the MultiNERD id map, the entity types of a dataset, the label schemes
+(System A, System B) or the official reference counts imports them from here.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+SPLITS: Tuple[str, ...] = ("train", "dev", "test")
+
+# The official id -> tag map of the hub dataset Babelscape/multinerd (its README, "ner_tags").
+# Note: the copy at tner/multinerd orders LOC/ORG and PLANT/MYTH differently. Do not mix them.
+MULTINERD_HUB_ID = "Babelscape/multinerd"
+MULTINERD_TAGS: Tuple[str, ...] = (
+    "O",
+    "B-PER", "I-PER",
+    "B-ORG", "I-ORG",
+    "B-LOC", "I-LOC",
+    "B-ANIM", "I-ANIM",
+    "B-BIO", "I-BIO",
+    "B-CEL", "I-CEL",
+    "B-DIS", "I-DIS",
+    "B-EVE", "I-EVE",
+    "B-FOOD", "I-FOOD",
+    "B-INST", "I-INST",
+    "B-MEDIA", "I-MEDIA",
+    "B-MYTH", "I-MYTH",
+    "B-PLANT", "I-PLANT",
+    "B-TIME", "I-TIME",
+    "B-VEHI", "I-VEHI",
+)  # fmt: skip
+MULTINERD_TYPES: Tuple[str, ...] = tuple(tag[2:] for tag in MULTINERD_TAGS[1::2])
+# The hub's split names, mapped to ours.
+MULTINERD_HUB_SPLITS: Dict[str, str] = {"train": "train", "validation": "dev", "test": "test"}
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A label scheme: which entity types a system keeps. Every other type becomes O."""
+
+    name: str
+    types: Optional[Tuple[str, ...]]  # None: every type of the dataset
+    description: str
+
+    def keep(self, dataset_types: Tuple[str, ...]) -> Tuple[str, ...]:
+        if self.types is None:
+            return tuple(dataset_types)
+        return tuple(t for t in self.types if t in dataset_types)
+
+
+# A third scheme is one more entry here; `convert` writes a corpus for every scheme.
+SCHEMES: Dict[str, Scheme] = {
+    "a": Scheme("a", None, "System A: every entity type of the dataset"),
+    "b": Scheme(
+        "b",
+        ("PER", "ORG", "LOC", "DIS", "ANIM"),
+        "System B: PER, ORG, LOC, DIS, ANIM; every other type becomes O",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Published size of a split and its entity counts, checked when a split has this size."""
+
+    sentences: int
+    entities: Dict[str, int]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    description: str
+    types: Optional[Tuple[str, ...]]  # None: whatever types the files contain
+    sizes: Dict[str, int] = field(default_factory=dict)  # official sentences per split
+    references: Dict[str, Reference] = field(default_factory=dict)
+
+
+DATASETS: Dict[str, Dataset] = {
+    "multinerd": Dataset(
+        "multinerd",
+        f"MultiNERD ({MULTINERD_HUB_ID}), English rows only",
+        MULTINERD_TYPES,
+        sizes={"train": 262560, "dev": 32820, "test": 32908},
+        references={
+            "test": Reference(
+                32908,
+                {
+                    "PER": 10530, "ORG": 6618, "LOC": 24048, "ANIM": 3208, "BIO": 16,
+                    "CEL": 82, "DIS": 1518, "EVE": 704, "FOOD": 1132, "INST": 24,
+                    "MEDIA": 916, "MYTH": 64, "PLANT": 1788, "TIME": 578, "VEHI": 64,
+                },
+            )
+        },  # fmt: skip
+    ),
+    "conll2003": Dataset(
+        "conll2003",
+        "CoNLL-2003 English (4-column CoNLL files eng.train, eng.testa, eng.testb)",
+        ("PER", "ORG", "LOC", "MISC"),
+        sizes={"train": 14041, "dev": 3250, "test": 3453},
+        references={
+            "train": Reference(14041, {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600})
+        },
+    ),
+    "iob": Dataset("iob", "Any IOB1/IOB2 corpus given as train/dev/test files", None),
+}
+
+
+def corpus_name(dataset: str, scheme: str) -> str:
+    """Name of the corpus/<name>/, training/<name>/ and metrics/<name>.json of one system."""
+    return f"{dataset}_{scheme}"

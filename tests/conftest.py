@@ -1,0 +1,43 @@
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Keep the Hugging Face caches of the tests out of the user's home, and never reach the hub.
+_CACHE = tempfile.mkdtemp(prefix="multinerd-tests-hf-")
+os.environ.setdefault("HF_HOME", _CACHE)
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "multinerd"
+HUB_SPLIT_FILES = {"train": "train.jsonl", "dev": "validation.jsonl", "test": "test.jsonl"}
+
+
+def read_rows(path: Path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+@pytest.fixture
+def fixture_rows():
+    """{split: rows of the hub-schema fixture, every language}"""
+    return {split: read_rows(FIXTURE / name) for split, name in HUB_SPLIT_FILES.items()}
+
+
+def run_cli(*args, cwd=ROOT, env=None):
+    """Run `python -m <args>` like project.yml does; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+    )
