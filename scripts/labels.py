@@ -74,6 +74,8 @@ class Dataset:
     types: Optional[Tuple[str, ...]]  # None: whatever types the files contain
     sizes: Dict[str, int] = field(default_factory=dict)  # official sentences per split
     references: Dict[str, Reference] = field(default_factory=dict)
+    url: str = ""
+    license: str = ""
 
 
 DATASETS: Dict[str, Dataset] = {
@@ -92,6 +94,8 @@ DATASETS: Dict[str, Dataset] = {
                 },
             )
         },  # fmt: skip
+        url="https://huggingface.co/datasets/Babelscape/multinerd",
+        license="CC BY-NC-SA 4.0",
     ),
     "conll2003": Dataset(
         "conll2003",
@@ -101,6 +105,8 @@ DATASETS: Dict[str, Dataset] = {
         references={
             "train": Reference(14041, {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600})
         },
+        url="https://www.clips.uantwerpen.be/conll2003/ner/",
+        license="Reuters Corpus terms (research use only)",
     ),
     "iob": Dataset("iob", "Any IOB1/IOB2 corpus given as train/dev/test files", None),
 }
