@@ -243,7 +243,7 @@ def main(
         return
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))  # fmt: skip
-    args = [a for a in sys.argv[1:]]
+    args = sys.argv[1:]
     procs = {
         name: subprocess.Popen([sys.executable, "-m", "benchmarks.bench_accuracy", *args, "--only", name],
                                env=env, cwd=ROOT, stdout=open(out / f"{name}.log", "w"), stderr=subprocess.STDOUT)

@@ -24,16 +24,20 @@ def doc_iob(doc: Doc, types: Optional[Iterable[str]] = None) -> List[str]:
     return tags
 
 
+def bare_copy(doc: Doc) -> Doc:
+    """A doc with the same tokens and no annotation."""
+    return Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+
+
 def with_gold_tokens(nlp, gold_docs: Iterable[Doc]) -> Iterable[Doc]:
     """Unannotated docs with the gold docs' tokens, for the pipeline to predict on."""
-    for gold in gold_docs:
-        yield Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold])
+    return (bare_copy(gold) for gold in gold_docs)
 
 
 def restrict(doc: Doc, types: Iterable[str]) -> Doc:
     """A copy of `doc` (tokens and entities only) that keeps the entities of `types`."""
     keep = set(types)
-    out = Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+    out = bare_copy(doc)
     out.ents = [Span(out, e.start, e.end, label=e.label_) for e in doc.ents if e.label_ in keep]
     return out
 

@@ -49,7 +49,7 @@ def predict(model: Path, test: Path, gpu_id: int, batch_size: int):
             unit=" docs",
         )
     )
-    return nlp, gold, pred
+    return gold, pred
 
 
 def read_log(path: Path) -> List[Dict]:
@@ -158,7 +158,7 @@ def main(
     for name in systems:
         metrics = load_json(metrics_dir / f"{name}.json")
         stats = load_json(corpus_dir / name / "stats.json")
-        _, gold, pred = predict(training_dir / name / "model-best", corpus_dir / name / "test.spacy", gpu_id, batch_size)
+        gold, pred = predict(training_dir / name / "model-best", corpus_dir / name / "test.spacy", gpu_id, batch_size)
         preds[name] = (gold, pred)
         spacy_s = ev.spacy_scores(pred, gold)
         seqeval_s = ev.seqeval_scores(pred, gold)

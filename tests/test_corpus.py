@@ -14,7 +14,7 @@ from spacy.tokens import Doc, DocBin
 
 from scripts import convert as convert_mod
 from scripts import fetch
-from scripts.corpus import DataError, EncodedSplit, Sentences, read_jsonl
+from scripts.corpus import DataError, EncodedSplit, Sentences, check_sentences, read_jsonl, write_jsonl
 from scripts.labels import DATASETS, MULTINERD_TAGS, MULTINERD_TYPES, SCHEMES, SPLITS, Reference
 
 from .conftest import FIXTURE, HUB_SPLIT_FILES, read_rows, run_cli
@@ -43,10 +43,7 @@ def expected_entities(tags):
 def fetch_and_convert(tmp_path, source=FIXTURE, dataset="multinerd"):
     assets, corpus = tmp_path / "assets", tmp_path / "corpus"
     splits = fetch.load(dataset, str(source))
-    for split in SPLITS:
-        (assets).mkdir(parents=True, exist_ok=True)
-    from scripts.corpus import write_jsonl
-
+    assets.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         write_jsonl(splits[split], assets / f"{split}.jsonl")
     stats = convert_mod.convert(dataset, assets, corpus, list(SCHEMES))
@@ -137,8 +134,6 @@ def fetch_error(directory) -> str:
     with pytest.raises(DataError) as err:
         splits = fetch.load("multinerd", str(directory))
         for split in SPLITS:
-            from scripts.corpus import check_sentences
-
             check_sentences(splits[split], MULTINERD_TYPES)
     return str(err.value)
 
