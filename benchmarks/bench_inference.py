@@ -13,9 +13,10 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import List, Set, Tuple
+from typing import List, Optional, Set, Tuple
 
 import typer
 
@@ -49,14 +50,16 @@ def exact_f1(pred: Set[Span], gold: Set[Span]) -> float:
     return 2 * tp / (len(pred) + len(gold)) if pred or gold else 1.0
 
 
-def run_spacy(model: str, texts: List[str], batch_size: int, gpu: bool):
+def run_spacy(model: str, texts: List[str], batch_size: int, gpu_id: int, max_batch_items: Optional[int]):
     import spacy
 
     from scripts import architectures  # noqa: F401
 
-    if gpu:
-        spacy.require_gpu()
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
     nlp = spacy.load(model)
+    if max_batch_items:  # the transformer's inference sub-batches (padded words)
+        nlp.get_pipe("transformer").cfg["max_batch_items"] = max_batch_items
     list(nlp.pipe(texts[:64], batch_size=batch_size))  # warm-up
 
     def once():
@@ -69,11 +72,11 @@ def run_spacy(model: str, texts: List[str], batch_size: int, gpu: bool):
     return once
 
 
-def run_hf(model: str, texts: List[str], batch_size: int, gpu: bool, aggregation: str):
+def run_hf(model: str, texts: List[str], batch_size: int, gpu_id: int, aggregation: str):
     from transformers import pipeline
 
     pipe = pipeline("token-classification", model=model, aggregation_strategy=aggregation,
-                    device=0 if gpu else -1)  # fmt: skip
+                    device=gpu_id)  # fmt: skip
     pipe(texts[:64], batch_size=batch_size)  # warm-up
 
     def once():
@@ -84,12 +87,14 @@ def run_hf(model: str, texts: List[str], batch_size: int, gpu: bool, aggregation
 
 
 def worker(system: str, spacy_model: str, hf_model: str, assets: Path, batch_size: int,
-           repeats: int, limit: int, gpu: bool):  # fmt: skip
+           repeats: int, limit: int, gpu_id: int):  # fmt: skip
     texts, gold, n_words = load_test(assets, limit)
-    if system == "spacy":
-        once = run_spacy(spacy_model, texts, batch_size, gpu)
+    if system.startswith("spacy"):
+        # "spacy" as packaged; "spacy-N": with max_batch_items N
+        items = system.partition("-")[2]
+        once = run_spacy(spacy_model, texts, batch_size, gpu_id, int(items) if items else None)
     else:
-        once = run_hf(hf_model, texts, batch_size, gpu, system.split("-", 1)[1])
+        once = run_hf(hf_model, texts, batch_size, gpu_id, system.split("-", 1)[1])
     times, pred = [], []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -109,32 +114,43 @@ def main(
     batch_size: int = typer.Option(64),
     repeats: int = typer.Option(3),
     limit: int = typer.Option(0, help="first N test sentences (0: all)"),
-    gpu: bool = typer.Option(False),
+    gpu_id: int = typer.Option(-1, help="GPU id; -1 for CPU"),
+    output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
+    systems: str = typer.Option("spacy,spacy-4096,hf-simple,hf-first",
+                                help="spacy (as trained), spacy-N (max_batch_items N), hf-<aggregation>"),
     only: str = typer.Option("", help="internal: run one system and print JSON"),
 ):
     if only:
-        result = worker(only, spacy_model, hf_model, assets, batch_size, repeats, limit, gpu)
+        result = worker(only, spacy_model, hf_model, assets, batch_size, repeats, limit, gpu_id)
         print("RESULT " + json.dumps(result))
         return
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
     results = {}
-    for system in ("spacy", "hf-simple", "hf-first"):
+    for system in systems.split(","):
         cmd = [sys.executable, "-m", "benchmarks.bench_inference", *sys.argv[1:], "--only", system]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT, text=True)
-        stdout = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"{system} failed")
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, text=True)
+            stdout = proc.stdout.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                err.seek(0)
+                sys.exit(f"{system} failed:\n" + err.read()[-3000:])
         results[system] = json.loads(stdout.split("RESULT ", 1)[1])
         results[system]["peak_rss_mib"] = usage.ru_maxrss / 1024
-    r0 = results["spacy"]
+    first = next(iter(results))  # the ratios are against the first system
+    r0 = results[first]
     print(f"{r0['sentences']:,} test sentences, {r0['words']:,} words, batch size {batch_size}, "
-          f"{'GPU' if gpu else 'CPU'}, median of {repeats}")  # fmt: skip
+          f"{'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}, median of {repeats}")  # fmt: skip
     for system, r in results.items():
         ratio = r0["words_per_s"] / r["words_per_s"]
         print(f"{system}: {r['words_per_s']:,.0f} words/s (runs {', '.join(f'{s:.1f}' for s in r['seconds'])} s), "
               f"exact-span F1 {100 * r['exact_span_f1']:.2f}, peak RSS {r['peak_rss_mib']:,.0f} MiB"
-              + ("" if system == "spacy" else f"; spaCy is {ratio:.2f}x"))  # fmt: skip
+              + ("" if system == first else f"; {first} is {ratio:.2f}x"))  # fmt: skip
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"batch_size": batch_size, "repeats": repeats, "gpu_id": gpu_id, "spacy_model": spacy_model,
+                "hf_model": hf_model}  # fmt: skip
+        output.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import spacy
 import typer
@@ -26,6 +27,7 @@ def main(
     sentences: int = typer.Option(1500, help="Train on the first N sentences, one epoch"),
     repeats: int = typer.Option(2),
     gpu_id: int = typer.Option(-1),
+    output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
 ):
     from scripts.encoder import resolve
 
@@ -34,6 +36,7 @@ def main(
     words = sum(len(d) for d in docs)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
     print(f"{sentences:,} sentences, {words:,} words, one epoch, gpu_id {gpu_id}, backbone {encoder}")
+    results = {}
     for config in configs.split(","):
         rates = []
         for _ in range(repeats):
@@ -60,6 +63,11 @@ def main(
                 rates.append(words / len(steps) / per_step)
         print(f"{config}: {statistics.median(rates):,.0f} words/s training "
               f"(runs {', '.join(f'{r:,.0f}' for r in rates)})")  # fmt: skip
+        results[config] = {"words_per_s": statistics.median(rates), "runs": rates}
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"sentences": sentences, "words": words, "gpu_id": gpu_id, "encoder": encoder}
+        output.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
