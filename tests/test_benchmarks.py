@@ -1,0 +1,64 @@
+"""The scoring parts of the benchmarks: what they count must be right, or the figures in
+benchmarks/RESULTS.md mean nothing. (The benchmarks themselves are project commands.)"""
+import json
+
+import pytest
+
+from benchmarks.bench_accuracy import hf_encode
+from benchmarks.bench_inference import exact_f1, load_test
+from tests.tiny_transformer import build_tiny_transformer
+
+SENTS = [
+    {"tokens": ["Angela", "Merkel", "visited", "New", "York", "."],
+     "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]},
+    {"tokens": ["No", "entities", "here"], "tags": ["O", "O", "O"]},
+    {"tokens": ["AL-AIN", "beat", "Real", "Madrid"], "tags": ["B-ORG", "O", "B-ORG", "I-ORG"]},
+]  # fmt: skip
+
+
+@pytest.fixture
+def assets(tmp_path):
+    path = tmp_path / "assets"
+    path.mkdir()
+    (path / "test.jsonl").write_text("".join(json.dumps(s) + "\n" for s in SENTS), encoding="utf-8")
+    return path
+
+
+def test_load_test_gold_spans_are_char_offsets_of_the_joined_text(assets):
+    texts, gold, n_words = load_test(assets, limit=0)
+    assert texts[0] == "Angela Merkel visited New York ."
+    assert n_words == 13
+    found = {(i, texts[i][s:e], label) for i, s, e, label in gold}
+    assert found == {(0, "Angela Merkel", "PER"), (0, "New York", "LOC"),
+                     (2, "AL-AIN", "ORG"), (2, "Real Madrid", "ORG")}  # fmt: skip
+    texts, gold, n_words = load_test(assets, limit=1)
+    assert len(texts) == 1 and len(gold) == 2 and n_words == 6
+
+
+def test_exact_span_f1_counts_a_word_cut_inside_as_wrong(assets):
+    _, gold, _ = load_test(assets, limit=0)
+    assert exact_f1(set(gold), gold) == 1.0
+    # "AL-AIN" returned as "AL" and "AIN": two false positives and one miss
+    cut = (set(gold) - {(2, 0, 6, "ORG")}) | {(2, 0, 2, "ORG"), (2, 3, 6, "ORG")}
+    assert exact_f1(cut, gold) == pytest.approx(2 * 3 / (5 + 4))
+    wrong_label = (set(gold) - {(0, 0, 13, "PER")}) | {(0, 0, 13, "ORG")}
+    assert exact_f1(wrong_label, gold) == pytest.approx(0.75)
+    assert exact_f1(set(), set()) == 1.0
+
+
+def test_hf_recipe_labels_the_first_subword_only(tmp_path):
+    from transformers import AutoTokenizer
+
+    texts = [" ".join(s["tokens"]) for s in SENTS] * 20
+    model_dir = build_tiny_transformer(tmp_path / "tiny", texts)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    label2id = {"O": 0, "B-LOC": 1, "B-ORG": 2, "B-PER": 3, "I-LOC": 4, "I-ORG": 5, "I-PER": 6}
+    tokens = [["Madridrid", "beat", "Yorker"]]
+    enc = hf_encode(tokenizer, tokens, [["B-PER", "O", "B-LOC"]], label2id)
+    word_ids, labels = enc.word_ids(0), enc["labels"][0]
+    assert word_ids.count(0) > 1, "the test needs a word split into several pieces"
+    first = {w: word_ids.index(w) for w in (0, 1, 2)}
+    for pos, (word, label) in enumerate(zip(word_ids, labels)):
+        if word is None or pos != first[word]:
+            assert label == -100
+    assert [labels[first[w]] for w in (0, 1, 2)] == [3, 0, 1]
