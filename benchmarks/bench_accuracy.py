@@ -15,7 +15,6 @@ the CoNLL corpus:
     python -m benchmarks.bench_accuracy --budget-minutes 23 --threads 2 --sequential
 """
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,8 @@ from typing import Dict, List
 
 import typer
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import ROOT, child_env
+
 HF_LR, HF_BATCH = 5e-5, 16  # the recipe
 
 
@@ -70,7 +70,8 @@ def hf_predict_tags(trainer, dataset, tokens, id2label):
     return result
 
 
-def run_hf(assets: Path, model_dir: Path, out: Path, budget_s: float, lr: float = HF_LR, calib_steps: int = 20):
+def run_hf(assets: Path, model_dir: Path, out: Path, budget_s: float, lr: float = HF_LR, gpu: bool = False,
+           calib_steps: int = 20):  # fmt: skip
     import datasets
     import torch
     from seqeval.metrics import classification_report, f1_score
@@ -113,7 +114,7 @@ def run_hf(assets: Path, model_dir: Path, out: Path, budget_s: float, lr: float 
             per_device_train_batch_size=HF_BATCH, per_device_eval_batch_size=64,
             max_steps=max_steps, lr_scheduler_type="linear", warmup_steps=0,
             weight_decay=0.01, eval_strategy="no", save_strategy="no", logging_steps=50,
-            report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
+            report_to=[], use_cpu=not gpu, fp16=gpu, seed=0, dataloader_num_workers=0,
         )  # fmt: skip
         return Trainer(model=model, args=args, train_dataset=train_ds.remove_columns("word_ids"),
                        data_collator=collator, callbacks=[callback])  # fmt: skip
@@ -145,13 +146,15 @@ def run_hf(assets: Path, model_dir: Path, out: Path, budget_s: float, lr: float 
 # --- the project's spaCy pipeline ----------------------------------------------------------
 
 
-def spacy_train_cmd(config, corpus, model_dir, output, steps, extra):
+def spacy_train_cmd(config, corpus, model_dir, output, steps, extra, gpu_id: int = -1):
+    """`spacy train` of a config on the CoNLL corpus with the backbone and the step timer's
+    code; on a GPU with mixed precision."""
     return [
         sys.executable, "-m", "spacy", "train", str(config), "--output", str(output),
         "--code", str(ROOT / "benchmarks" / "spacy_code.py"),
         "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy"),
         "--paths.transformer", str(model_dir), "--paths.log", str(output / "train_log.jsonl"),
-        "--system.mixed_precision", "false", "--gpu-id", "-1",
+        "--system.mixed_precision", str(gpu_id >= 0).lower(), "--gpu-id", str(gpu_id),
         "--training.max_steps", str(steps), *extra,
     ]  # fmt: skip
 
@@ -162,7 +165,7 @@ def read_steps(path: Path):
 
 
 def run_spacy(corpus: Path, model_dir: Path, out: Path, budget_s: float, config: Path,
-              settings: Dict[str, str], dev_limit: int, calib_steps: int = 12):  # fmt: skip
+              settings: Dict[str, object], dev_limit: int, gpu_id: int = -1, calib_steps: int = 12):  # fmt: skip
     extra = [x for k, v in settings.items() for x in (f"--{k}", str(v))]
     calib_dir = out / "spacy-calibration"
     timer = out / "spacy-steps.tsv"
@@ -171,7 +174,7 @@ def run_spacy(corpus: Path, model_dir: Path, out: Path, budget_s: float, config:
     start = time.time()
     cmd = spacy_train_cmd(config, corpus, model_dir, calib_dir, calib_steps,
                           extra + ["--training.eval_frequency", "1000",
-                                   "--corpora.dev.limit", str(dev_limit)] + timing)  # fmt: skip
+                                   "--corpora.dev.limit", str(dev_limit)] + timing, gpu_id)  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
     steps = read_steps(timer)
     setup = steps[0][1] - start
@@ -188,7 +191,7 @@ def run_spacy(corpus: Path, model_dir: Path, out: Path, budget_s: float, config:
     start = time.time()
     cmd = spacy_train_cmd(config, corpus, model_dir, final, n, extra + [
         "--training.eval_frequency", str(n), "--corpora.dev.limit", str(dev_limit),
-        "--training.optimizer.learn_rate.warmup_steps", str(warmup)])  # fmt: skip
+        "--training.optimizer.learn_rate.warmup_steps", str(warmup)], gpu_id)  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
     train_s = time.time() - start
     scores = {"calibrated_s_per_step": per_step, "dev_eval_s": eval_s, "setup_s": setup,
@@ -198,12 +201,28 @@ def run_spacy(corpus: Path, model_dir: Path, out: Path, budget_s: float, config:
         subprocess.run(
             [sys.executable, "-m", "spacy", "evaluate", str(final / "model-best"),
              str(corpus / f"{split}.spacy"), "--output", str(metrics), "--gold-preproc",
+             "--gpu-id", str(gpu_id),
              "--code", str(ROOT / "benchmarks" / "spacy_code.py")],
             check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
         )  # fmt: skip
         m = json.loads(metrics.read_text())
         scores[split] = {"f": m["ents_f"], "per_type": {k: v["f"] for k, v in m["ents_per_type"].items()}}
     return scores
+
+
+def spacy_settings(lr: float, batch_size: int, overrides: List[str]) -> Dict[str, object]:
+    """spaCy's config overrides for the budget, then the user's KEY=VALUE ones."""
+    settings: Dict[str, object] = {
+        "training.optimizer.learn_rate.initial_rate": lr,
+        "training.batcher.size": batch_size,
+        "training.accumulate_gradient": 1,
+    }
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--spacy-set")
+        settings[key] = value
+    return settings
 
 
 app = typer.Typer(add_completion=False)
@@ -227,11 +246,15 @@ def main(
     spacy_set: List[str] = typer.Option([], "--spacy-set", help="extra spaCy config override, KEY=VALUE (repeatable)"),
     sequential: bool = typer.Option(False, help="Train one system after the other (each may then use all "
                                     "the cores: --threads 2 on 2 cores) instead of side by side"),
+    gpu_id: int = typer.Option(-1, help="GPU for both systems' training and scoring (-1: CPU); with a GPU "
+                               "both train with fp16 mixed precision, one after the other"),
     only: str = typer.Option("", help="Run only 'hf' or 'spacy' (internal)"),
 ):
     """Train both systems side by side at the same budget; print and save their test F1."""
     from scripts.encoder import resolve
 
+    # checked before anything starts: a bad override must not surface after HF has trained
+    settings = spacy_settings(lr, batch_size, spacy_set)
     model_dir = resolve(encoder)
     out.mkdir(parents=True, exist_ok=True)
     budget_s = budget_minutes * 60
@@ -240,23 +263,17 @@ def main(
 
         torch.set_num_threads(threads)
         if only == "hf":
-            result = run_hf(assets, model_dir, out, budget_s, hf_lr)
+            result = run_hf(assets, model_dir, out, budget_s, hf_lr, gpu=gpu_id >= 0)
         else:
-            settings = {
-                "training.optimizer.learn_rate.initial_rate": lr,
-                "training.batcher.size": batch_size,
-                "training.accumulate_gradient": 1,
-            }
-            for item in spacy_set:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--spacy-set")
-                settings[key] = value
-            result = run_spacy(corpus, model_dir, out, budget_s, config, settings, dev_limit)
+            # the parent sets CUDA_VISIBLE_DEVICES: the chosen GPU is device 0 here
+            result = run_spacy(corpus, model_dir, out, budget_s, config, settings, dev_limit,
+                               gpu_id=0 if gpu_id >= 0 else -1)  # fmt: skip
         (out / f"{only}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))  # fmt: skip
+    env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    sequential = sequential or gpu_id >= 0  # side by side on one GPU, each would slow the other
+    if gpu_id >= 0:  # each child sees the chosen GPU as device 0
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
     args = sys.argv[1:]
     procs = {}
     for name in ("hf", "spacy"):
@@ -271,7 +288,8 @@ def main(
             sys.exit(f"{name} failed; see {out / (name + '.log')}")
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in procs}
     how = "one after the other" if sequential else "side by side"
-    print(f"Budget {budget_minutes} min each, {threads} thread(s) each, {how}; backbone {model_dir.name} ({encoder})")
+    where = f"GPU {gpu_id}" if gpu_id >= 0 else f"{threads} thread(s) each"
+    print(f"Budget {budget_minutes} min each, {where}, {how}; backbone {model_dir.name} ({encoder})")
     for name, r in results.items():
         print(f"{name}: test F1 {100 * r['test']['f']:.2f}, dev F1 {100 * r['dev']['f']:.2f}, "
               f"{r['max_steps']} steps planned ({r['calibrated_s_per_step']:.2f} s/step), "

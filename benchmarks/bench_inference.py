@@ -16,11 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Set, Tuple
+from typing import List, Optional, Set, Tuple, Union
 
 import typer
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import ROOT, child_env
+
 Span = Tuple[int, int, int, str]  # sentence, start char, end char, label
 
 
@@ -56,7 +57,10 @@ def run_spacy(model: str, texts: List[str], batch_size: int, gpu_id: int, max_ba
     from scripts import architectures  # noqa: F401
 
     if gpu_id >= 0:
+        from thinc.api import set_gpu_allocator
+
         spacy.require_gpu(gpu_id)
+        set_gpu_allocator("pytorch")  # cupy's arrays in torch's pool: one peak GPU memory figure
     nlp = spacy.load(model)
     if max_batch_items:  # the transformer's inference sub-batches (padded words)
         nlp.get_pipe("transformer").cfg["max_batch_items"] = max_batch_items
@@ -86,25 +90,46 @@ def run_hf(model: str, texts: List[str], batch_size: int, gpu_id: int, aggregati
     return once
 
 
+HF_AGGREGATIONS = ("simple", "first", "average", "max")
+
+
+def parse_system(system: str) -> Tuple[str, Union[int, str, None]]:
+    """"spacy" (as trained) -> ("spacy", None); "spacy-N" (max_batch_items N) -> ("spacy", N);
+    "hf-<aggregation>" -> ("hf", aggregation)."""
+    kind, _, arg = system.partition("-")
+    if kind == "spacy" and (not arg or (arg.isdigit() and int(arg) > 0)):
+        return "spacy", int(arg) if arg else None
+    if kind == "hf" and arg in HF_AGGREGATIONS:
+        return "hf", arg
+    raise typer.BadParameter(
+        f"unknown system {system!r}: use spacy, spacy-N (N > 0) or hf-<aggregation> with one of "
+        f"{', '.join(HF_AGGREGATIONS)}", param_hint="--systems",
+    )  # fmt: skip
+
+
 def worker(system: str, spacy_model: str, hf_model: str, assets: Path, batch_size: int,
            repeats: int, limit: int, gpu_id: int):  # fmt: skip
     texts, gold, n_words = load_test(assets, limit)
-    if system.startswith("spacy"):
-        # "spacy" as packaged; "spacy-N": with max_batch_items N
-        items = system.partition("-")[2]
-        once = run_spacy(spacy_model, texts, batch_size, gpu_id, int(items) if items else None)
+    kind, arg = parse_system(system)
+    if kind == "spacy":
+        once = run_spacy(spacy_model, texts, batch_size, gpu_id, arg)
     else:
-        once = run_hf(hf_model, texts, batch_size, gpu_id, system.split("-", 1)[1])
+        once = run_hf(hf_model, texts, batch_size, gpu_id, arg)
     times, pred = [], []
     for _ in range(repeats):
         start = time.perf_counter()
         pred = once()
         times.append(time.perf_counter() - start)
-    return {
+    result = {
         "words": n_words, "sentences": len(texts), "seconds": times,
         "words_per_s": n_words / statistics.median(times),
         "exact_span_f1": exact_f1(set(pred), gold),
     }  # fmt: skip
+    if gpu_id >= 0:
+        import torch
+
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(gpu_id) / 2**20
+    return result
 
 
 def main(
@@ -124,9 +149,12 @@ def main(
         result = worker(only, spacy_model, hf_model, assets, batch_size, repeats, limit, gpu_id)
         print("RESULT " + json.dumps(result))
         return
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
+    names = systems.split(",")
+    for system in names:  # all checked before the first one runs
+        parse_system(system)
+    env = child_env()
     results = {}
-    for system in systems.split(","):
+    for system in names:
         cmd = [sys.executable, "-m", "benchmarks.bench_inference", *sys.argv[1:], "--only", system]
         with tempfile.TemporaryFile("w+") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, text=True)
@@ -145,6 +173,7 @@ def main(
         ratio = r0["words_per_s"] / r["words_per_s"]
         print(f"{system}: {r['words_per_s']:,.0f} words/s (runs {', '.join(f'{s:.1f}' for s in r['seconds'])} s), "
               f"exact-span F1 {100 * r['exact_span_f1']:.2f}, peak RSS {r['peak_rss_mib']:,.0f} MiB"
+              + (f", peak GPU {r['peak_gpu_mib']:,.0f} MiB" if "peak_gpu_mib" in r else "")
               + ("" if system == first else f"; {first} is {ratio:.2f}x"))  # fmt: skip
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,8 @@ evaluation after step 0 excluded). On CPU by default; --gpu-id 0 on a GPU machin
     python -m benchmarks.bench_train_speed --configs trf,cnn --sentences 1500 --repeats 2
 """
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -17,7 +15,8 @@ import spacy
 import typer
 from spacy.tokens import DocBin
 
-from .bench_accuracy import ROOT, read_steps
+from .bench_accuracy import read_steps, spacy_train_cmd
+from .common import ROOT, child_env
 
 
 def main(
@@ -34,7 +33,7 @@ def main(
     model_dir = resolve(encoder)
     docs = list(DocBin().from_disk(corpus / "train.spacy").get_docs(spacy.blank("en").vocab))[:sentences]
     words = sum(len(d) for d in docs)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
+    env = child_env()
     print(f"{sentences:,} sentences, {words:,} words, one epoch, gpu_id {gpu_id}, backbone {encoder}")
     results = {}
     for config in configs.split(","):
@@ -42,20 +41,12 @@ def main(
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 timer = Path(tmp) / "steps.tsv"
-                cmd = [
-                    sys.executable, "-m", "spacy", "train", str(ROOT / "configs" / f"{config}.cfg"),
-                    "--code", str(ROOT / "benchmarks" / "spacy_code.py"),
-                    "--output", str(Path(tmp) / "out"),
-                    "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy"),
-                    "--paths.transformer", str(model_dir),
+                cmd = spacy_train_cmd(ROOT / "configs" / f"{config}.cfg", corpus, model_dir, Path(tmp) / "out", 0, [
                     "--corpora.train.limit", str(sentences), "--corpora.dev.limit", "20",
-                    "--training.max_steps", "0", "--training.max_epochs", "1",
-                    "--training.eval_frequency", "100000",
-                    "--system.mixed_precision", "true" if (gpu_id >= 0 and config == "trf") else "false",
-                    "--gpu-id", str(gpu_id),
+                    "--training.max_epochs", "1", "--training.eval_frequency", "100000",
                     "--training.before_update",
                     json.dumps({"@callbacks": "benchmarks.step_timer.v1", "path": str(timer)}),
-                ]  # fmt: skip
+                ], gpu_id)  # fmt: skip
                 subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
                 steps = read_steps(timer)
                 # mean words a step over the mean time a step, from step 1 to the last

@@ -62,3 +62,49 @@ def test_hf_recipe_labels_the_first_subword_only(tmp_path):
         if word is None or pos != first[word]:
             assert label == -100
     assert [labels[first[w]] for w in (0, 1, 2)] == [3, 0, 1]
+
+
+def test_child_processes_see_the_project_first_and_keep_the_callers_pythonpath(monkeypatch):
+    import os
+
+    from benchmarks.common import ROOT, child_env
+
+    monkeypatch.setenv("PYTHONPATH", "/opt/site")
+    env = child_env(OMP_NUM_THREADS="2")
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/opt/site"]
+    assert env["HF_HUB_OFFLINE"] == "1" and env["OMP_NUM_THREADS"] == "2"
+    monkeypatch.delenv("PYTHONPATH")
+    assert child_env()["PYTHONPATH"] == str(ROOT)
+
+
+def test_bench_inference_rejects_a_bad_system_before_running_any(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from benchmarks.bench_inference import main
+
+    app = typer.Typer()
+    app.command()(main)
+    out = tmp_path / "inference.json"
+    args = ["--spacy-model", str(tmp_path / "none"), "--hf-model", str(tmp_path / "none"),
+            "--systems", "spacy-256,hf-bogus", "--output", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    # a usage error (2), not the first system's failure on the missing model (1)
+    assert result.exit_code == 2, result.output
+    assert "hf-bogus" in result.output
+    assert not out.exists()
+
+
+def test_bench_accuracy_checks_spacy_overrides_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from benchmarks.bench_accuracy import app, spacy_settings
+
+    settings = spacy_settings(2e-4, 1000, ["training.dropout=0.2", "a.b=x=y"])
+    assert settings["training.dropout"] == "0.2" and settings["a.b"] == "x=y"
+    assert settings["training.optimizer.learn_rate.initial_rate"] == 2e-4
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["--spacy-set", "training.dropout", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "KEY=VALUE" in result.output
+    assert not out.exists()
