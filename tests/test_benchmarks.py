@@ -108,3 +108,16 @@ def test_bench_accuracy_checks_spacy_overrides_before_training(tmp_path):
     assert result.exit_code == 2, result.output
     assert "KEY=VALUE" in result.output
     assert not out.exists()
+
+
+def test_padding_ratio_follows_the_length_sorted_sub_batches():
+    from benchmarks.profile_inference import linear_gflops, padding_ratio
+
+    lengths, pieces = [1, 1, 1, 10], [2, 2, 2, 20]  # 26 real word pieces
+    # one sub-batch: every sentence padded to the longest
+    assert padding_ratio(lengths, pieces, batch_size=4, max_items=4096) == pytest.approx(80 / 26)
+    # sub-batches of at most 3 words: the three short ones together, the long one alone
+    assert padding_ratio(lengths, pieces, batch_size=4, max_items=3) == pytest.approx(1.0)
+    # outer batches of 2 first: [0, 1] padded to 2, [2, 3] padded to 20
+    assert padding_ratio(lengths, pieces, batch_size=2, max_items=4096) == pytest.approx(44 / 26)
+    assert linear_gflops(8, 4, 4, seconds=0.01) > 0

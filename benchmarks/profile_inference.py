@@ -1,0 +1,177 @@
+"""Where the CPU time of `nlp.pipe` goes, for benchmarks/RESULTS.md (the figures behind the
+"why not 2x" analysis of bench_inference):
+
+1. padding: padded word pieces per real one when the transformer runs on spacy-transformers'
+   length-sorted sub-batches of at most N padded words (`max_batch_items`), against the HF
+   pipeline's unsorted batches;
+2. wall time of the transformer component alone, of the whole pipeline and of the tokenizer;
+3. cProfile: the functions with the most own time, the share of torch's linear layers and the
+   GFLOP/s they run at (floating-point operations counted by hooks on the encoder's
+   torch.nn.Linear modules), beside what a bare torch.nn.Linear of the encoder's sizes reaches
+   on this machine at a few row counts (the most the linear layers can give);
+4. with --wordpiece: words/s when the sub-batches are sized by word pieces instead of words
+   (spacy-transformers' batch_by_length patched; median of 2 passes each).
+
+    python -m benchmarks.profile_inference --spacy-model benchmarks/runs/accuracy/spacy-model/model-best \
+        --hf-model benchmarks/runs/accuracy/hf-model --limit 1200 --wordpiece
+"""
+import cProfile
+import io
+import pstats
+import statistics
+import time
+from pathlib import Path
+from typing import List
+
+import typer
+
+from .bench_inference import load_test
+from .common import ROOT
+
+
+def padding_ratio(lengths: List[int], pieces: List[int], batch_size: int, max_items: int) -> float:
+    """Padded word pieces per real one: batches of batch_size, each cut into sub-batches of at
+    most max_items by `lengths` (spacy-transformers' batch_by_length), padded to their longest."""
+    from spacy.util import minibatch
+    from spacy_transformers.pipeline_component import batch_by_length
+
+    padded = 0
+    for outer in minibatch(range(len(lengths)), batch_size):
+        sized = [[None] * lengths[i] for i in outer]
+        for sub in batch_by_length(sized, max_items):
+            padded += max(pieces[outer[i]] for i in sub) * len(sub)
+    return padded / sum(pieces)
+
+
+def linear_gflops(rows: int, n_in: int, n_out: int, seconds: float = 0.5) -> float:
+    """GFLOP/s of one torch.nn.Linear(n_in, n_out) on a (rows, n_in) input, no grad."""
+    import torch
+
+    layer = torch.nn.Linear(n_in, n_out)
+    x = torch.randn(rows, n_in)
+    with torch.no_grad():
+        for _ in range(3):
+            layer(x)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            layer(x)
+            calls += 1
+        elapsed = time.perf_counter() - start
+    return 2 * rows * n_in * n_out * calls / elapsed / 1e9
+
+
+def main(
+    spacy_model: str = typer.Option(..., help="spaCy pipeline: path or installed package"),
+    hf_model: str = typer.Option(..., help="fine-tuned transformers model directory (its tokenizer)"),
+    assets: Path = typer.Option(ROOT / "assets" / "conll2003"),
+    limit: int = typer.Option(1200, help="first N test sentences"),
+    batch_size: int = typer.Option(64),
+    max_batch_items: int = typer.Option(256, help="the transformer's sub-batch size for parts 2-4"),
+    wordpiece: bool = typer.Option(False, help="also time sub-batches sized by word pieces"),
+):
+    import spacy
+    import spacy_transformers.pipeline_component as trf_component
+    import torch
+    from transformers import AutoTokenizer
+
+    from scripts import architectures  # noqa: F401
+
+    texts, _, n_words = load_test(assets, limit)
+    nlp = spacy.load(spacy_model)
+    tokenizer = AutoTokenizer.from_pretrained(hf_model)
+    pieces = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    lengths = [len(nlp.make_doc(t)) for t in texts]
+    print(f"{len(texts):,} test sentences, {n_words:,} words, {sum(pieces):,} word pieces, batch size {batch_size}, "
+          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+
+    print("\n1. padded word pieces per real one")
+    for items in (128, 256, 512, 4096):
+        print(f"   max_batch_items {items:>5} (words): {padding_ratio(lengths, pieces, batch_size, items):.2f}")
+    print(f"   HF pipeline, unsorted batches of {batch_size}: "
+          f"{padding_ratio(pieces, pieces, batch_size, 10**9):.2f}")  # fmt: skip
+
+    trf = nlp.get_pipe("transformer")
+    trf.cfg["max_batch_items"] = max_batch_items
+    list(nlp.pipe(texts[:100], batch_size=batch_size))  # warm-up
+
+    def timed(fn):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    print(f"\n2. wall time, max_batch_items {max_batch_items}")
+    with nlp.select_pipes(enable=["transformer"]):
+        t_trf = timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)))
+    t_all = timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)))
+    t_tok = timed(lambda: [nlp.make_doc(t) for t in texts])
+    print(f"   whole pipeline {t_all:.1f} s ({n_words / t_all:,.0f} words/s); transformer component alone "
+          f"{t_trf:.1f} s ({100 * t_trf / t_all:.0f}%); tokenizer {t_tok:.2f} s")  # fmt: skip
+
+    flops = [0]
+
+    def count(module, inputs, output):
+        flops[0] += 2 * inputs[0].numel() * module.out_features
+
+    linears = [
+        m
+        for node in trf.model.walk()
+        for shim in node.shims
+        for m in shim._model.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+    hooks = [m.register_forward_hook(count) for m in linears]
+    profile = cProfile.Profile()
+    profile.enable()
+    t_prof = timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)))
+    profile.disable()
+    for hook in hooks:
+        hook.remove()
+    stats = pstats.Stats(profile)
+    linear_s = sum(row[2] for key, row in stats.stats.items() if key[2] == "<built-in method torch._C._nn.linear>")
+    encoder_s = max(row[3] for key, row in stats.stats.items() if key[2] == "_wrapped_call_impl")
+    train_s = sum(row[3] for key, row in stats.stats.items() if key[2] == "train" and "torch" in key[0])
+    print(f"\n3. cProfile ({t_prof:.1f} s with the profiler on)")
+    print(f"   the encoder's torch forward: {encoder_s:.1f} s ({100 * encoder_s / t_prof:.0f}%); everything else "
+          f"(spaCy tokenizer, word-piece tokenizer and alignment, NER, Python) {t_prof - encoder_s:.1f} s, of it "
+          f"{train_s:.2f} s in thinc switching the torch modules to eval() and back for each call")  # fmt: skip
+    print(f"   torch linear layers: {linear_s:.1f} s ({100 * linear_s / t_prof:.0f}%), "
+          f"{flops[0] / 1e9:,.0f} GFLOP at {flops[0] / linear_s / 1e9:.0f} GFLOP/s")  # fmt: skip
+    sizes = sorted({(m.in_features, m.out_features) for m in linears})
+    for rows in (256, 512, 4096):
+        reached = ", ".join(f"{n_in}->{n_out} {linear_gflops(rows, n_in, n_out):.0f}" for n_in, n_out in sizes)
+        print(f"   a bare torch.nn.Linear on {rows:>4} rows: {reached} GFLOP/s")
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(10)
+    print("   " + "\n   ".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
+
+    if wordpiece:
+        original = trf_component.batch_by_length
+
+        class Pieces:  # a doc sized by its word pieces
+            def __init__(self, doc):
+                self.n = len(tokenizer(doc.text)["input_ids"])
+
+            def __len__(self):
+                return self.n
+
+        def by_pieces(docs, max_items):
+            return original([Pieces(d) for d in docs], max_items)
+
+        print("\n4. sub-batches sized by words or by word pieces (median of 2 passes)")
+        runs = {}
+        try:
+            for _ in range(2):
+                for name, fn, items in (("words", original, max_batch_items), ("word pieces", by_pieces, 384),
+                                        ("word pieces", by_pieces, 640)):  # fmt: skip
+                    trf_component.batch_by_length = fn
+                    trf.cfg["max_batch_items"] = items
+                    runs.setdefault((name, items), []).append(timed(lambda: list(nlp.pipe(texts, batch_size=batch_size))))
+        finally:
+            trf_component.batch_by_length = original
+        for (name, items), seconds in runs.items():
+            print(f"   {name} <= {items}: {n_words / statistics.median(seconds):,.0f} words/s "
+                  f"(passes {', '.join(f'{s:.1f}' for s in seconds)} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    typer.run(main)
