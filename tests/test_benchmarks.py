@@ -121,3 +121,13 @@ def test_padding_ratio_follows_the_length_sorted_sub_batches():
     # outer batches of 2 first: [0, 1] padded to 2, [2, 3] padded to 20
     assert padding_ratio(lengths, pieces, batch_size=2, max_items=4096) == pytest.approx(44 / 26)
     assert linear_gflops(8, 4, 4, seconds=0.01) > 0
+
+
+def test_calibration_is_the_mean_step_after_the_warm_steps():
+    from benchmarks.bench_accuracy import seconds_per_step
+
+    # two slow warm steps, then nine steps of 1 s and one slow batch of 6 s
+    times = [0.0, 5.0, 10.0] + [10.0 + i for i in range(1, 10)] + [25.0]
+    assert seconds_per_step(times) == pytest.approx(1.5)  # 15 s over 10 steps; the median says 1
+    with pytest.raises(ValueError, match="3 step times"):
+        seconds_per_step([0.0, 1.0, 2.0])
