@@ -5,9 +5,11 @@ linear decay, seqeval entity scores). Same backbone, same train and dev data, sc
 same test sentences, one sentence at a time.
 
 Each system first runs a short calibration (40 HF steps, 30 spaCy steps: the mean seconds a
-step after the first two, and for spaCy the cost of a dev evaluation); its max_steps is then set so that its learning-rate schedule ends when the
-budget does. Both train at the same time with the same number of threads each, so they see
-the same machine (or, with --sequential, one after the other with all the threads). Needs
+step after the first two, and for spaCy the cost of a dev evaluation); its max_steps is then
+set so that its learning-rate schedule ends when the budget does. Both train at the same time with the same number of threads each, so they see
+the same machine (or, with --sequential, one after the other with all the threads; a
+shared machine may then change speed in between: each system times a bare linear layer
+before and after, and the summary warns when the machine's speed changed by over 15%). Needs
 the CoNLL corpus:
     python -m spacy project run corpus . --vars.dataset=conll2003 --vars.source=../shared/data/conll2003
 
@@ -23,7 +25,7 @@ from typing import Dict, List
 
 import typer
 
-from .common import ROOT, child_env
+from .common import ROOT, child_env, machine_gflops
 
 HF_LR, HF_BATCH = 5e-5, 16  # the recipe
 WARM_STEPS = 2  # steps left out of the calibration: the first ones run slow
@@ -220,6 +222,13 @@ def run_spacy(corpus: Path, model_dir: Path, out: Path, budget_s: float, config:
     return scores
 
 
+def machine_drift(speeds: Dict[str, Dict[str, float]]) -> float:
+    """How much the machine's speed changed over a run: fastest / slowest measure - 1, over
+    the before/after measures of every system."""
+    every = [x for v in speeds.values() for x in v.values()]
+    return max(every) / min(every) - 1
+
+
 def spacy_settings(lr: float, batch_size: int, overrides: List[str]) -> Dict[str, object]:
     """spaCy's config overrides for the budget, then the user's KEY=VALUE ones."""
     settings: Dict[str, object] = {
@@ -272,12 +281,14 @@ def main(
         import torch
 
         torch.set_num_threads(threads)
+        speed_before = machine_gflops()
         if only == "hf":
             result = run_hf(assets, model_dir, out, budget_s, hf_lr, gpu=gpu_id >= 0)
         else:
             # the parent sets CUDA_VISIBLE_DEVICES: the chosen GPU is device 0 here
             result = run_spacy(corpus, model_dir, out, budget_s, config, settings, dev_limit,
                                gpu_id=0 if gpu_id >= 0 else -1)  # fmt: skip
+        result["machine_gflops"] = {"before": speed_before, "after": machine_gflops()}
         (out / f"{only}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -305,6 +316,13 @@ def main(
               f"{r['max_steps']} steps planned ({r['calibrated_s_per_step']:.2f} s/step), "
               f"training wall {r['train_wall_s'] / 60:.1f} min")  # fmt: skip
         print("   per type (test F1): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in sorted(r["test"]["per_type"].items())))
+    speeds = {name: r["machine_gflops"] for name, r in results.items()}
+    print("machine speed (torch Linear GFLOP/s, before and after training): "
+          + ", ".join(f"{name} {v['before']:.0f} -> {v['after']:.0f}" for name, v in speeds.items()))  # fmt: skip
+    drift = machine_drift(speeds)
+    if gpu_id < 0 and drift > 0.15:
+        print(f"WARNING: the machine's speed changed by {100 * drift:.0f}% during the "
+              "run: the systems did not train on the same machine; compare their steps, not only the wall clock")
     diff = 100 * (results["spacy"]["test"]["f"] - results["hf"]["test"]["f"])
     print(f"spaCy - HF Trainer: {diff:+.2f} F1 points on the test split")
 

@@ -1,5 +1,8 @@
-"""What the benchmark scripts share: the project root and their child processes' environment."""
+"""What the benchmark scripts share: the project root, their child processes' environment and
+a measure of how fast the machine is right now."""
 import os
+import statistics
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -11,3 +14,27 @@ def child_env(**extra: str) -> dict:
     (kept: it may hold the installed packages)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=path, **extra)
+
+
+def linear_gflops(rows: int, n_in: int, n_out: int, seconds: float = 0.5) -> float:
+    """GFLOP/s of one torch.nn.Linear(n_in, n_out) on a (rows, n_in) input, no grad."""
+    import torch
+
+    layer = torch.nn.Linear(n_in, n_out)
+    x = torch.randn(rows, n_in)
+    with torch.no_grad():
+        for _ in range(3):
+            layer(x)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            layer(x)
+            calls += 1
+        elapsed = time.perf_counter() - start
+    return 2 * rows * n_in * n_out * calls / elapsed / 1e9
+
+
+def machine_gflops(repeats: int = 5) -> float:
+    """How fast this machine's torch runs a MiniLM-sized linear layer now (median of short
+    runs): timed before and after each system's training, it shows a shared machine that
+    slowed down in between."""
+    return statistics.median(linear_gflops(1024, 384, 1536, seconds=0.4) for _ in range(repeats))

@@ -26,7 +26,7 @@ from typing import List
 import typer
 
 from .bench_inference import load_test
-from .common import ROOT
+from .common import ROOT, linear_gflops
 
 
 def padding_ratio(lengths: List[int], pieces: List[int], batch_size: int, max_items: int) -> float:
@@ -41,23 +41,6 @@ def padding_ratio(lengths: List[int], pieces: List[int], batch_size: int, max_it
         for sub in batch_by_length(sized, max_items):
             padded += max(pieces[outer[i]] for i in sub) * len(sub)
     return padded / sum(pieces)
-
-
-def linear_gflops(rows: int, n_in: int, n_out: int, seconds: float = 0.5) -> float:
-    """GFLOP/s of one torch.nn.Linear(n_in, n_out) on a (rows, n_in) input, no grad."""
-    import torch
-
-    layer = torch.nn.Linear(n_in, n_out)
-    x = torch.randn(rows, n_in)
-    with torch.no_grad():
-        for _ in range(3):
-            layer(x)
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            layer(x)
-            calls += 1
-        elapsed = time.perf_counter() - start
-    return 2 * rows * n_in * n_out * calls / elapsed / 1e9
 
 
 def main(

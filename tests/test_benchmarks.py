@@ -111,7 +111,7 @@ def test_bench_accuracy_checks_spacy_overrides_before_training(tmp_path):
 
 
 def test_padding_ratio_follows_the_length_sorted_sub_batches():
-    from benchmarks.profile_inference import linear_gflops, padding_ratio
+    from benchmarks.profile_inference import padding_ratio
 
     lengths, pieces = [1, 1, 1, 10], [2, 2, 2, 20]  # 26 real word pieces
     # one sub-batch: every sentence padded to the longest
@@ -120,7 +120,6 @@ def test_padding_ratio_follows_the_length_sorted_sub_batches():
     assert padding_ratio(lengths, pieces, batch_size=4, max_items=3) == pytest.approx(1.0)
     # outer batches of 2 first: [0, 1] padded to 2, [2, 3] padded to 20
     assert padding_ratio(lengths, pieces, batch_size=2, max_items=4096) == pytest.approx(44 / 26)
-    assert linear_gflops(8, 4, 4, seconds=0.01) > 0
 
 
 def test_calibration_is_the_mean_step_after_the_warm_steps():
@@ -131,3 +130,21 @@ def test_calibration_is_the_mean_step_after_the_warm_steps():
     assert seconds_per_step(times) == pytest.approx(1.5)  # 15 s over 10 steps; the median says 1
     with pytest.raises(ValueError, match="3 step times"):
         seconds_per_step([0.0, 1.0, 2.0])
+
+
+def test_linear_gflops_counts_two_flops_per_multiply_add(monkeypatch):
+    import benchmarks.common as common
+
+    clock = iter(range(100))
+    monkeypatch.setattr(common.time, "perf_counter", lambda: float(next(clock)))
+    # clock 0: start; 1 and 2: two calls fit in 2.5 s; 3: stop; 4: elapsed = 4 s
+    assert common.linear_gflops(8, 4, 2, seconds=2.5) == pytest.approx(2 * 8 * 4 * 2 * 2 / 4 / 1e9)
+
+
+def test_machine_drift_compares_every_measure_of_the_run():
+    from benchmarks.bench_accuracy import machine_drift
+
+    steady = {"hf": {"before": 60.0, "after": 61.0}, "spacy": {"before": 60.5, "after": 60.0}}
+    assert machine_drift(steady) == pytest.approx(61 / 60 - 1)
+    slowed = {"hf": {"before": 60.0, "after": 60.0}, "spacy": {"before": 50.0, "after": 40.0}}
+    assert machine_drift(slowed) == pytest.approx(0.5)
