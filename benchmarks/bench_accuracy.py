@@ -6,11 +6,11 @@ same test sentences, one sentence at a time.
 
 Each system first runs a short calibration (40 HF steps, 30 spaCy steps: the mean seconds a
 step after the first two, and for spaCy the cost of a dev evaluation); its max_steps is then
-set so that its learning-rate schedule ends when the budget does. Both train at the same time with the same number of threads each, so they see
-the same machine (or, with --sequential, one after the other with all the threads; a
-shared machine may then change speed in between: each system times a bare linear layer
-before and after, and the summary warns when the machine's speed changed by over 15%). Needs
-the CoNLL corpus:
+set so that its learning-rate schedule ends when the budget does. Both train at the same
+time with the same number of threads each, so they see the same machine (or, with
+--sequential, one after the other with all the threads; a shared machine may then change
+speed in between: on CPU each system times a bare linear layer before and after, and the
+summary warns when the machine's speed changed by over 15%). Needs the CoNLL corpus:
     python -m spacy project run corpus . --vars.dataset=conll2003 --vars.source=../shared/data/conll2003
 
     python -m benchmarks.bench_accuracy --budget-minutes 20 --threads 1
@@ -281,14 +281,16 @@ def main(
         import torch
 
         torch.set_num_threads(threads)
-        speed_before = machine_gflops()
+        cpu = gpu_id < 0  # the machine's speed is measured on CPU runs only
+        speed_before = machine_gflops() if cpu else None
         if only == "hf":
             result = run_hf(assets, model_dir, out, budget_s, hf_lr, gpu=gpu_id >= 0)
         else:
             # the parent sets CUDA_VISIBLE_DEVICES: the chosen GPU is device 0 here
             result = run_spacy(corpus, model_dir, out, budget_s, config, settings, dev_limit,
                                gpu_id=0 if gpu_id >= 0 else -1)  # fmt: skip
-        result["machine_gflops"] = {"before": speed_before, "after": machine_gflops()}
+        if cpu:
+            result["machine_gflops"] = {"before": speed_before, "after": machine_gflops()}
         (out / f"{only}.json").write_text(json.dumps(result, indent=2) + "\n")
         return
     env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -316,13 +318,14 @@ def main(
               f"{r['max_steps']} steps planned ({r['calibrated_s_per_step']:.2f} s/step), "
               f"training wall {r['train_wall_s'] / 60:.1f} min")  # fmt: skip
         print("   per type (test F1): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in sorted(r["test"]["per_type"].items())))
-    speeds = {name: r["machine_gflops"] for name, r in results.items()}
-    print("machine speed (torch Linear GFLOP/s, before and after training): "
-          + ", ".join(f"{name} {v['before']:.0f} -> {v['after']:.0f}" for name, v in speeds.items()))  # fmt: skip
-    drift = machine_drift(speeds)
-    if gpu_id < 0 and drift > 0.15:
-        print(f"WARNING: the machine's speed changed by {100 * drift:.0f}% during the "
-              "run: the systems did not train on the same machine; compare their steps, not only the wall clock")
+    if gpu_id < 0:
+        speeds = {name: r["machine_gflops"] for name, r in results.items()}
+        print("machine speed (torch Linear GFLOP/s, before and after training): "
+              + ", ".join(f"{name} {v['before']:.0f} -> {v['after']:.0f}" for name, v in speeds.items()))  # fmt: skip
+        drift = machine_drift(speeds)
+        if drift > 0.15:
+            print(f"WARNING: the machine's speed changed by {100 * drift:.0f}% during the run: the systems "
+                  "did not train on the same machine; compare their steps, not only the wall clock")  # fmt: skip
     diff = 100 * (results["spacy"]["test"]["f"] - results["hf"]["test"]["f"])
     print(f"spaCy - HF Trainer: {diff:+.2f} F1 points on the test split")
 
