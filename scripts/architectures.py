@@ -3,7 +3,8 @@
 `spacy train`, `spacy evaluate` and `spacy package` get this file with `--code`, and the
 packages carry it, so `spacy.load("en_...")` needs nothing from the project checkout.
 """
-from typing import List
+import warnings
+from typing import Callable, List, Optional
 
 from spacy.tokens import Doc
 from spacy.util import registry
@@ -22,3 +23,209 @@ def transformer_with_features(
     model = concatenate(transformer, features)
     model.name = "transformer_with_features"
     return model
+
+
+@registry.architectures("multinerd.TransformerModel.v1")
+def transformer_model(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict = {},
+    transformer_config: dict = {},
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = {},
+    cpu_batch_pieces: int = 384,
+    nested_tensors: bool = True,
+) -> Model:
+    """spacy-transformers.TransformerModel.v3 (same settings, weights and training) that
+    predicts faster on a CPU, with the same results. When it predicts with the encoder on the
+    CPU, it sorts the batch's texts by their number of word pieces and runs the encoder on
+    groups of at most `cpu_batch_pieces` padded word pieces (the component's sub-batches are
+    sized by spaCy tokens, a weaker guide to the padding), and with `nested_tensors` it runs
+    the encoder's layers in torch's nested-tensor fast path, which computes no padded
+    position at all (BERT and RoBERTa style encoders; others keep the plain path). Training,
+    and prediction on a GPU, take spacy-transformers' own path unchanged. The nested copy of
+    the layers holds a second copy of their weights in memory; it is rebuilt after each
+    training update. benchmarks/RESULTS.md has the figures."""
+    from spacy_transformers.architectures import create_TransformerModel_v3
+
+    model = create_TransformerModel_v3(
+        name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config
+    )
+    plain_forward = model._func
+    model.attrs["cpu_batch_pieces"] = cpu_batch_pieces
+    model.attrs["nested_tensors"] = nested_tensors
+    state = {}  # the CPU predictor, built on first use for the encoder it was built from
+
+    def forward(model, docs, is_train):
+        shims = model.layers[0].shims if model.layers else []
+        if is_train or not shims:
+            state.clear()  # the weights are about to change
+            return plain_forward(model, docs, is_train)
+        shim = shims[0]
+        encoder = shim._model
+        predictor = state.get("predictor")
+        if predictor is None or not predictor.serves(encoder, model.attrs):
+            predictor = state["predictor"] = CPUPredictor(
+                encoder, model.attrs["cpu_batch_pieces"], model.attrs["nested_tensors"]
+            )
+        if not predictor.on_cpu:
+            return plain_forward(model, docs, is_train)
+        shim._model = predictor  # what thinc's PyTorchShim.predict calls
+        try:
+            return plain_forward(model, docs, is_train)
+        finally:
+            shim._model = encoder
+
+    forward.state = state  # for tests and profiling
+    model.replace_callbacks(forward, init=model.init)
+    return model
+
+
+class CPUPredictor:
+    """Stands in for a Hugging Face encoder while spacy-transformers predicts: takes its
+    inputs and returns its last hidden states (and pooler output), computed on groups of
+    texts of similar length, each cut to its longest text, optionally through torch's
+    nested-tensor fast path. Padded positions of the output are zeros (spacy-transformers
+    reads only the real ones). thinc's eval()/train() calls around each prediction are no-ops
+    here: the encoder is put in eval mode once."""
+
+    def __init__(self, encoder, max_pieces: int, nested: bool):
+        self.encoder = encoder
+        self.max_pieces = max_pieces
+        self.nested = nested
+        self.device = next(encoder.parameters()).device
+        self.on_cpu = self.device.type == "cpu"
+        config = encoder.config
+        self.plain = bool(config.output_hidden_states or config.output_attentions or config.is_decoder)
+        self.layers = None
+        if nested and self.on_cpu and not self.plain:
+            # torch calls its nested-tensor API a prototype and says so on each first use
+            warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype stage")
+            try:
+                self.layers = nested_encoder(encoder)
+                self._check()
+            except (AttributeError, ValueError, TypeError, RuntimeError) as err:
+                warnings.warn(f"multinerd.TransformerModel.v1: no nested-tensor path for this encoder ({err})")
+                self.layers = None
+
+    def serves(self, encoder, attrs) -> bool:
+        return (
+            encoder is self.encoder
+            and next(encoder.parameters()).device == self.device
+            and (attrs["cpu_batch_pieces"], attrs["nested_tensors"]) == (self.max_pieces, self.nested)
+        )
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def _check(self):
+        import torch
+
+        vocab = self.encoder.config.vocab_size
+        ids = torch.randint(5, vocab, (2, 6), generator=torch.Generator().manual_seed(0))
+        mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+        with torch.no_grad():
+            was_training = self.encoder.training
+            self.encoder.eval()
+            expected = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            got = self._layers(ids, mask, None)
+            self.encoder.train(was_training)
+        if not torch.allclose(got[mask.bool()], expected[mask.bool()], atol=1e-4):
+            raise ValueError("its nested copy does not compute what the encoder computes")
+
+    def _layers(self, input_ids, attention_mask, token_type_ids):
+        embedded = self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        return self.layers(embedded, src_key_padding_mask=~attention_mask.bool())
+
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, **kwargs):
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        if self.encoder.training:
+            self.encoder.eval()  # no dropout; thinc puts it back in train mode before an update
+        if self.plain or kwargs:
+            return self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs
+            )
+        lengths = [int(n) for n in attention_mask.sum(1).tolist()]
+        out: Optional[torch.Tensor] = None
+        for group in length_groups(lengths, self.max_pieces):
+            longest = max(lengths[i] for i in group)
+            rows = torch.tensor(group, device=input_ids.device)
+            ids, mask = input_ids[rows, :longest], attention_mask[rows, :longest]
+            types = token_type_ids[rows, :longest] if token_type_ids is not None else None
+            if self.layers is not None:
+                hidden = self._layers(ids, mask, types)
+            else:
+                hidden = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+            if out is None:
+                out = hidden.new_zeros(input_ids.shape + (hidden.shape[-1],))
+            out[rows, :longest] = hidden
+        pooler = getattr(self.encoder, "pooler", None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=out, pooler_output=pooler(out) if pooler is not None else None
+        )
+
+
+def length_groups(lengths: List[int], max_pieces: int) -> List[List[int]]:
+    """Indices of the texts sorted by length, cut into groups whose size padded to their
+    longest text is at most max_pieces (a longer text is a group of its own)."""
+    groups: List[List[int]] = []
+    group: List[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if group and lengths[i] * (len(group) + 1) > max_pieces:
+            groups.append(group)
+            group = []
+        group.append(i)
+    if group:
+        groups.append(group)
+    return groups
+
+
+def nested_encoder(encoder):
+    """The layers of a transformers BERT or RoBERTa encoder (post-norm, exact GELU, absolute
+    positions) as a torch.nn.TransformerEncoder with copies of the same weights, for torch's
+    fast path: in eval mode without gradients and given a padding mask, it packs the batch
+    into a nested tensor and computes no padded position."""
+    import torch
+
+    cfg = encoder.config
+    if cfg.hidden_act != "gelu" or getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"needs exact GELU and absolute positions, got {cfg.hidden_act}")
+    layers = []
+    for hf in encoder.encoder.layer:
+        layer = torch.nn.TransformerEncoderLayer(
+            cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size, dropout=0.0, activation="gelu",
+            layer_norm_eps=cfg.layer_norm_eps, batch_first=True, norm_first=False,
+            device=next(encoder.parameters()).device,
+        )  # fmt: skip
+        att = hf.attention.self
+        pairs = [
+            (layer.self_attn.in_proj_weight, torch.cat([att.query.weight, att.key.weight, att.value.weight])),
+            (layer.self_attn.in_proj_bias, torch.cat([att.query.bias, att.key.bias, att.value.bias])),
+            (layer.self_attn.out_proj.weight, hf.attention.output.dense.weight),
+            (layer.self_attn.out_proj.bias, hf.attention.output.dense.bias),
+            (layer.norm1.weight, hf.attention.output.LayerNorm.weight),
+            (layer.norm1.bias, hf.attention.output.LayerNorm.bias),
+            (layer.linear1.weight, hf.intermediate.dense.weight),
+            (layer.linear1.bias, hf.intermediate.dense.bias),
+            (layer.linear2.weight, hf.output.dense.weight),
+            (layer.linear2.bias, hf.output.dense.bias),
+            (layer.norm2.weight, hf.output.LayerNorm.weight),
+            (layer.norm2.bias, hf.output.LayerNorm.bias),
+        ]
+        with torch.no_grad():
+            for target, source in pairs:
+                target.copy_(source)
+        layers.append(layer)
+    with warnings.catch_warnings(record=True) as caught:
+        stack = torch.nn.TransformerEncoder(layers[0], len(layers), enable_nested_tensor=True)
+    if not stack.use_nested_tensor:
+        raise ValueError("; ".join(str(w.message) for w in caught) or "torch declines nested tensors for it")
+    stack.layers = torch.nn.ModuleList(layers)
+    for param in stack.parameters():
+        param.requires_grad_(False)
+    return stack.eval()
