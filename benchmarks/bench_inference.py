@@ -51,7 +51,8 @@ def exact_f1(pred: Set[Span], gold: Set[Span]) -> float:
     return 2 * tp / (len(pred) + len(gold)) if pred or gold else 1.0
 
 
-def run_spacy(model: str, texts: List[str], batch_size: int, gpu_id: int, max_batch_items: Optional[int]):
+def run_spacy(model: str, texts: List[str], batch_size: int, gpu_id: int, max_batch_items: Optional[int],
+              plain: bool = False):  # fmt: skip
     import spacy
 
     from scripts import architectures  # noqa: F401
@@ -62,8 +63,13 @@ def run_spacy(model: str, texts: List[str], batch_size: int, gpu_id: int, max_ba
         spacy.require_gpu(gpu_id)
         set_gpu_allocator("pytorch")  # cupy's arrays in torch's pool: one peak GPU memory figure
     nlp = spacy.load(model)
+    trf = nlp.get_pipe("transformer")
     if max_batch_items:  # the transformer's inference sub-batches (padded words)
-        nlp.get_pipe("transformer").cfg["max_batch_items"] = max_batch_items
+        trf.cfg["max_batch_items"] = max_batch_items
+    if plain:  # spacy-transformers' own forward, as spacy-transformers.TransformerModel.v3 has
+        from spacy_transformers.layers.transformer_model import forward
+
+        trf.model.replace_callbacks(forward, init=trf.model.init)
     list(nlp.pipe(texts[:64], batch_size=batch_size))  # warm-up
 
     def once():
@@ -93,17 +99,22 @@ def run_hf(model: str, texts: List[str], batch_size: int, gpu_id: int, aggregati
 HF_AGGREGATIONS = ("simple", "first", "average", "max")
 
 
-def parse_system(system: str) -> Tuple[str, Union[int, str, None]]:
-    """"spacy" (as trained) -> ("spacy", None); "spacy-N" (max_batch_items N) -> ("spacy", N);
-    "hf-<aggregation>" -> ("hf", aggregation)."""
+def parse_system(system: str) -> Tuple[str, Union[Tuple[bool, Optional[int]], str]]:
+    """"spacy" (as trained) -> ("spacy", (False, None)); "spacy-N" (the transformer's
+    max_batch_items N) -> ("spacy", (False, N)); "spacy-plain" / "spacy-plain-N": the same with
+    spacy-transformers' own prediction path instead of multinerd.TransformerModel.v1's CPU
+    path -> ("spacy", (True, N or None)); "hf-<aggregation>" -> ("hf", aggregation)."""
     kind, _, arg = system.partition("-")
-    if kind == "spacy" and (not arg or (arg.isdigit() and int(arg) > 0)):
-        return "spacy", int(arg) if arg else None
+    if kind == "spacy":
+        plain = arg == "plain" or arg.startswith("plain-")
+        items = arg[len("plain"):].lstrip("-") if plain else arg
+        if not items or (items.isdigit() and int(items) > 0):
+            return "spacy", (plain, int(items) if items else None)
     if kind == "hf" and arg in HF_AGGREGATIONS:
         return "hf", arg
     raise typer.BadParameter(
-        f"unknown system {system!r}: use spacy, spacy-N (N > 0) or hf-<aggregation> with one of "
-        f"{', '.join(HF_AGGREGATIONS)}", param_hint="--systems",
+        f"unknown system {system!r}: use spacy, spacy-N, spacy-plain, spacy-plain-N (N > 0) or "
+        f"hf-<aggregation> with one of {', '.join(HF_AGGREGATIONS)}", param_hint="--systems",
     )  # fmt: skip
 
 
@@ -112,7 +123,8 @@ def worker(system: str, spacy_model: str, hf_model: str, assets: Path, batch_siz
     texts, gold, n_words = load_test(assets, limit)
     kind, arg = parse_system(system)
     if kind == "spacy":
-        once = run_spacy(spacy_model, texts, batch_size, gpu_id, arg)
+        plain, items = arg
+        once = run_spacy(spacy_model, texts, batch_size, gpu_id, items, plain)
     else:
         once = run_hf(hf_model, texts, batch_size, gpu_id, arg)
     times, pred = [], []
@@ -141,8 +153,9 @@ def main(
     limit: int = typer.Option(0, help="first N test sentences (0: all)"),
     gpu_id: int = typer.Option(-1, help="GPU id; -1 for CPU"),
     output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
-    systems: str = typer.Option("spacy,spacy-4096,hf-simple,hf-first",
-                                help="spacy (as trained), spacy-N (max_batch_items N), hf-<aggregation>"),
+    systems: str = typer.Option("spacy,spacy-plain-256,hf-simple,hf-first",
+                                help="spacy (as trained), spacy-N (max_batch_items N), spacy-plain[-N] "
+                                "(spacy-transformers' own prediction path), hf-<aggregation>"),
     only: str = typer.Option("", help="internal: run one system and print JSON"),
 ):
     if only:

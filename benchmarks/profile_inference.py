@@ -10,10 +10,17 @@
    torch.nn.Linear modules), beside what a bare torch.nn.Linear of the encoder's sizes reaches
    on this machine at a few row counts (the most the linear layers can give);
 4. with --wordpiece: words/s when the sub-batches are sized by word pieces instead of words
-   (spacy-transformers' batch_by_length patched; median of 2 passes each).
+   (spacy-transformers' batch_by_length patched; median of 2 passes each);
+5. with --int8: words/s and exact-span F1 of the whole pipeline with the encoder's linear layers
+   quantized to int8 (torch's dynamic quantization) against fp32, alternately, median of 2;
+6. with --nested: the encoder alone (embeddings and layers, no spaCy) on the same sentences:
+   HF's BertModel on the HF pipeline's unsorted batches and on the pipeline's length-sorted
+   sub-batches, against the same weights in torch's nested-tensor TransformerEncoder fast path,
+   which skips padding altogether (median of 3). HF unsorted over HF sorted is the most the
+   whole pipeline could gain over the HF pipeline from padding, with nothing else costing time.
 
     python -m benchmarks.profile_inference --spacy-model benchmarks/runs/accuracy/spacy-model/model-best \
-        --hf-model benchmarks/runs/accuracy/hf-model --limit 1200 --wordpiece
+        --hf-model benchmarks/runs/accuracy/hf-model --limit 1200 --wordpiece --int8 --nested
 """
 import cProfile
 import io
@@ -25,22 +32,37 @@ from typing import List
 
 import typer
 
-from .bench_inference import load_test
+from scripts.architectures import nested_encoder
+
+from .bench_inference import exact_f1, load_test
 from .common import ROOT, linear_gflops
 
 
-def padding_ratio(lengths: List[int], pieces: List[int], batch_size: int, max_items: int) -> float:
-    """Padded word pieces per real one: batches of batch_size, each cut into sub-batches of at
-    most max_items by `lengths` (spacy-transformers' batch_by_length), padded to their longest."""
+def sub_batches(lengths: List[int], batch_size: int, max_items: int) -> List[List[int]]:
+    """The sentence indices of each sub-batch the transformer runs on: batches of batch_size,
+    each cut into sub-batches of at most max_items by `lengths` (spacy-transformers'
+    batch_by_length, as in its component's pipe)."""
     from spacy.util import minibatch
     from spacy_transformers.pipeline_component import batch_by_length
 
-    padded = 0
+    subs = []
     for outer in minibatch(range(len(lengths)), batch_size):
         sized = [[None] * lengths[i] for i in outer]
-        for sub in batch_by_length(sized, max_items):
-            padded += max(pieces[outer[i]] for i in sub) * len(sub)
+        subs.extend([outer[i] for i in sub] for sub in batch_by_length(sized, max_items))
+    return subs
+
+
+def padding_ratio(lengths: List[int], pieces: List[int], batch_size: int, max_items: int) -> float:
+    """Padded word pieces per real one when each sub-batch is padded to its longest."""
+    padded = sum(max(pieces[i] for i in sub) * len(sub) for sub in sub_batches(lengths, batch_size, max_items))
     return padded / sum(pieces)
+
+
+def nested_forward(bert, encoder, batch):
+    """Last hidden states of `bert` for a tokenized batch, computed by `nested_encoder`'s copy
+    (padded positions are zeros)."""
+    embedded = bert.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
+    return encoder(embedded, src_key_padding_mask=~batch["attention_mask"].bool())
 
 
 def main(
@@ -51,6 +73,8 @@ def main(
     batch_size: int = typer.Option(64),
     max_batch_items: int = typer.Option(256, help="the transformer's sub-batch size for parts 2-4"),
     wordpiece: bool = typer.Option(False, help="also time sub-batches sized by word pieces"),
+    int8: bool = typer.Option(False, help="also time the pipeline with int8 dynamic quantization"),
+    nested: bool = typer.Option(False, help="also time the encoder alone, padded and as nested tensors"),
 ):
     import spacy
     import spacy_transformers.pipeline_component as trf_component
@@ -59,7 +83,7 @@ def main(
 
     from scripts import architectures  # noqa: F401
 
-    texts, _, n_words = load_test(assets, limit)
+    texts, gold, n_words = load_test(assets, limit)
     nlp = spacy.load(spacy_model)
     tokenizer = AutoTokenizer.from_pretrained(hf_model)
     pieces = [len(ids) for ids in tokenizer(texts)["input_ids"]]
@@ -153,9 +177,83 @@ def main(
                     runs.setdefault((name, items), []).append(timed(lambda: list(nlp.pipe(texts, batch_size=batch_size))))
         finally:
             trf_component.batch_by_length = original
+            trf.cfg["max_batch_items"] = max_batch_items
         for (name, items), seconds in runs.items():
             print(f"   {name} <= {items}: {n_words / statistics.median(seconds):,.0f} words/s "
                   f"(passes {', '.join(f'{s:.1f}' for s in seconds)} s)")  # fmt: skip
+
+    if int8:
+        int8_part(nlp, trf, texts, gold, n_words, batch_size, timed)
+    if nested:
+        nested_part(hf_model, tokenizer, texts, lengths, batch_size, max_batch_items, timed)
+
+
+def int8_part(nlp, trf, texts, gold, n_words, batch_size, timed):
+    import torch
+
+    shim = trf.model.layers[0].shims[0]
+    fp32 = shim._model
+    models = {"fp32": fp32, "int8": torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)}
+    print("\n5. int8 dynamic quantization of the encoder's linear layers (median of 2 passes, alternating)")
+    runs, f1 = {}, {}
+    try:
+        for order in (["fp32", "int8"], ["int8", "fp32"]):
+            for name in order:
+                model = models[name]
+                shim._model = model
+                found = []
+                seconds = timed(lambda: found.extend(
+                    (i, e.start_char, e.end_char, e.label_)
+                    for i, doc in enumerate(nlp.pipe(texts, batch_size=batch_size)) for e in doc.ents
+                ))  # fmt: skip
+                runs.setdefault(name, []).append(seconds)
+                f1[name] = exact_f1(set(found), gold)
+    finally:
+        shim._model = fp32
+    for name in models:
+        seconds = runs[name]
+        print(f"   {name}: {n_words / statistics.median(seconds):,.0f} words/s (passes "
+              f"{', '.join(f'{s:.1f}' for s in seconds)} s), exact-span F1 {100 * f1[name]:.2f}")  # fmt: skip
+
+
+def nested_part(hf_model, tokenizer, texts, lengths, batch_size, max_batch_items, timed):
+    import torch
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(hf_model, add_pooling_layer=False).eval()
+    encoder = nested_encoder(bert)
+
+    def tokenized(groups):
+        return [tokenizer([texts[i] for i in group], padding=True, return_tensors="pt") for group in groups]
+
+    unsorted = tokenized([list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)])
+    sorted_subs = tokenized(sub_batches(lengths, batch_size, max_batch_items))
+    with torch.inference_mode():
+        check = unsorted[0]
+        mask = check["attention_mask"].bool()
+        diff = (nested_forward(bert, encoder, check)[mask] - bert(**check).last_hidden_state[mask]).abs().max()
+        systems = {
+            f"BertModel, unsorted batches of {batch_size} (the HF pipeline)": lambda: [bert(**b) for b in unsorted],
+            f"BertModel, sorted sub-batches of <= {max_batch_items} words (nlp.pipe)": lambda: [
+                bert(**b) for b in sorted_subs
+            ],
+            f"nested tensors, unsorted batches of {batch_size}": lambda: [
+                nested_forward(bert, encoder, b) for b in unsorted
+            ],
+            f"nested tensors, sorted sub-batches of <= {max_batch_items} words": lambda: [
+                nested_forward(bert, encoder, b) for b in sorted_subs
+            ],
+        }
+        runs = {}
+        for _ in range(3):
+            for name, fn in systems.items():
+                runs.setdefault(name, []).append(timed(fn))
+    print(f"\n6. the encoder alone (median of 3 passes; nested against BertModel: max abs difference {diff:.1e})")
+    first = statistics.median(next(iter(runs.values())))
+    for name, seconds in runs.items():
+        median = statistics.median(seconds)
+        print(f"   {name}: {median:.1f} s, the HF pipeline's batches take {first / median:.2f}x this "
+              f"(passes {', '.join(f'{s:.1f}' for s in seconds)} s)")  # fmt: skip
 
 
 if __name__ == "__main__":

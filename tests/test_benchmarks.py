@@ -122,6 +122,52 @@ def test_padding_ratio_follows_the_length_sorted_sub_batches():
     assert padding_ratio(lengths, pieces, batch_size=2, max_items=4096) == pytest.approx(44 / 26)
 
 
+def test_inference_systems_are_parsed_or_refused():
+    import typer
+
+    from benchmarks.bench_inference import parse_system
+
+    assert parse_system("spacy") == ("spacy", (False, None))
+    assert parse_system("spacy-256") == ("spacy", (False, 256))
+    assert parse_system("spacy-plain") == ("spacy", (True, None))
+    assert parse_system("spacy-plain-256") == ("spacy", (True, 256))
+    assert parse_system("hf-first") == ("hf", "first")
+    for bad in ("spacy-0", "spacy-plain-x", "spacy-plainx", "hf-mean", "flair"):
+        with pytest.raises(typer.BadParameter, match="unknown system"):
+            parse_system(bad)
+
+
+def test_sub_batches_cover_each_outer_batch_once():
+    from benchmarks.profile_inference import sub_batches
+
+    subs = sub_batches([1, 1, 1, 10, 2], batch_size=4, max_items=3)
+    assert sorted(i for sub in subs for i in sub) == [0, 1, 2, 3, 4]
+    assert {0, 1, 2} in [set(sub) for sub in subs] and [3] in subs and [4] in subs
+
+
+def test_nested_encoder_computes_what_bert_computes_without_padding(tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from benchmarks.profile_inference import nested_forward
+    from scripts.architectures import nested_encoder
+
+    texts = [" ".join(s["tokens"]) for s in SENTS]
+    model_dir = build_tiny_transformer(tmp_path / "tiny", texts * 20)
+    bert = AutoModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
+    batch = AutoTokenizer.from_pretrained(model_dir)(texts, padding=True, return_tensors="pt")
+    mask = batch["attention_mask"].bool()
+    assert not mask.all(), "the test needs padding"
+    with torch.inference_mode():
+        expected = bert(**batch).last_hidden_state
+        got = nested_forward(bert, nested_encoder(bert), batch)
+    assert got.shape == expected.shape
+    assert torch.allclose(got[mask], expected[mask], atol=1e-5)
+    bert.config.hidden_act = "gelu_new"
+    with pytest.raises(ValueError, match="exact GELU"):
+        nested_encoder(bert)
+
+
 def test_calibration_is_the_mean_step_after_the_warm_steps():
     from benchmarks.bench_accuracy import seconds_per_step
 
