@@ -133,3 +133,39 @@ def test_an_encoder_without_a_nested_copy_keeps_the_plain_layers(nlp):
         assert predictor.layers is None
     finally:
         encoder.config.hidden_act = "gelu"
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_cpu_predictor_matches_the_encoder_it_stands_in_for(kind):
+    """BERT (the offline MiniLM) and RoBERTa (the default roberta-base) style encoders, with
+    random weights, right-padded batches of mixed lengths, groups small enough to split them."""
+    import torch
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+
+    from scripts.architectures import CPUPredictor
+
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    if kind == "bert":
+        encoder, pad = BertModel(BertConfig(**sizes)), 0
+    else:
+        encoder, pad = RobertaModel(RobertaConfig(**sizes, max_position_embeddings=64, pad_token_id=1)), 1
+    with torch.no_grad():
+        for param in encoder.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    encoder.eval()
+    lengths = [9, 3, 12, 5, 5, 2]
+    ids = torch.full((len(lengths), 12), pad)
+    mask = torch.zeros((len(lengths), 12), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(5, 100, (n,))
+        mask[row, :n] = 1
+    with torch.no_grad():
+        expected = encoder(input_ids=ids, attention_mask=mask)
+        predictor = CPUPredictor(encoder, max_pieces=16, nested=True)
+        assert predictor.layers is not None
+        got = predictor(input_ids=ids, attention_mask=mask)
+    real = mask.bool()
+    assert torch.allclose(got.last_hidden_state[real], expected.last_hidden_state[real], atol=1e-5)
+    assert torch.allclose(got.pooler_output, expected.pooler_output, atol=1e-5)
+    assert not got.last_hidden_state[~real].any()  # padded positions: zeros, never read
