@@ -32,7 +32,7 @@ from typing import List
 
 import typer
 
-from scripts.architectures import nested_encoder
+from scripts.architectures import nested_encoder, nested_forward
 
 from .bench_inference import exact_f1, load_test
 from .common import ROOT, linear_gflops
@@ -58,13 +58,6 @@ def padding_ratio(lengths: List[int], pieces: List[int], batch_size: int, max_it
     return padded / sum(pieces)
 
 
-def nested_forward(bert, encoder, batch):
-    """Last hidden states of `bert` for a tokenized batch, computed by `nested_encoder`'s copy
-    (padded positions are zeros)."""
-    embedded = bert.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
-    return encoder(embedded, src_key_padding_mask=~batch["attention_mask"].bool())
-
-
 def main(
     spacy_model: str = typer.Option(..., help="spaCy pipeline: path or installed package"),
     hf_model: str = typer.Option(..., help="fine-tuned transformers model directory (its tokenizer)"),
@@ -80,8 +73,6 @@ def main(
     import spacy_transformers.pipeline_component as trf_component
     import torch
     from transformers import AutoTokenizer
-
-    from scripts import architectures  # noqa: F401
 
     texts, gold, n_words = load_test(assets, limit)
     nlp = spacy.load(spacy_model)
@@ -156,15 +147,8 @@ def main(
 
         n_pieces = dict(zip(texts, pieces))  # counted once, outside the timed passes
 
-        class Pieces:  # a doc sized by its word pieces
-            def __init__(self, doc):
-                self.n = n_pieces[doc.text]
-
-            def __len__(self):
-                return self.n
-
-        def by_pieces(docs, max_items):
-            return original([Pieces(d) for d in docs], max_items)
+        def by_pieces(docs, max_items):  # each doc sized by its word pieces
+            return original([range(n_pieces[d.text]) for d in docs], max_items)
 
         print("\n4. sub-batches sized by words or by word pieces (median of 2 passes)")
         runs = {}
@@ -231,17 +215,17 @@ def nested_part(hf_model, tokenizer, texts, lengths, batch_size, max_batch_items
     with torch.inference_mode():
         check = unsorted[0]
         mask = check["attention_mask"].bool()
-        diff = (nested_forward(bert, encoder, check)[mask] - bert(**check).last_hidden_state[mask]).abs().max()
+        diff = (nested_forward(bert, encoder, **check)[mask] - bert(**check).last_hidden_state[mask]).abs().max()
         systems = {
             f"BertModel, unsorted batches of {batch_size} (the HF pipeline)": lambda: [bert(**b) for b in unsorted],
             f"BertModel, sorted sub-batches of <= {max_batch_items} words (nlp.pipe)": lambda: [
                 bert(**b) for b in sorted_subs
             ],
             f"nested tensors, unsorted batches of {batch_size}": lambda: [
-                nested_forward(bert, encoder, b) for b in unsorted
+                nested_forward(bert, encoder, **b) for b in unsorted
             ],
             f"nested tensors, sorted sub-batches of <= {max_batch_items} words": lambda: [
-                nested_forward(bert, encoder, b) for b in sorted_subs
+                nested_forward(bert, encoder, **b) for b in sorted_subs
             ],
         }
         runs = {}

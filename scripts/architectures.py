@@ -131,14 +131,10 @@ class CPUPredictor:
             was_training = self.encoder.training
             self.encoder.eval()
             expected = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            got = self._layers(ids, mask, None)
+            got = nested_forward(self.encoder, self.layers, ids, mask)
             self.encoder.train(was_training)
         if not torch.allclose(got[mask.bool()], expected[mask.bool()], atol=1e-4):
             raise ValueError("its nested copy does not compute what the encoder computes")
-
-    def _layers(self, input_ids, attention_mask, token_type_ids):
-        embedded = self.encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        return self.layers(embedded, src_key_padding_mask=~attention_mask.bool())
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None, **kwargs):
         import torch
@@ -158,7 +154,7 @@ class CPUPredictor:
             ids, mask = input_ids[rows, :longest], attention_mask[rows, :longest]
             types = token_type_ids[rows, :longest] if token_type_ids is not None else None
             if self.layers is not None:
-                hidden = self._layers(ids, mask, types)
+                hidden = nested_forward(self.encoder, self.layers, ids, mask, types)
             else:
                 hidden = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
             if out is None:
@@ -172,17 +168,18 @@ class CPUPredictor:
 
 def length_groups(lengths: List[int], max_pieces: int) -> List[List[int]]:
     """Indices of the texts sorted by length, cut into groups whose size padded to their
-    longest text is at most max_pieces (a longer text is a group of its own)."""
-    groups: List[List[int]] = []
-    group: List[int] = []
-    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if group and lengths[i] * (len(group) + 1) > max_pieces:
-            groups.append(group)
-            group = []
-        group.append(i)
-    if group:
-        groups.append(group)
-    return groups
+    longest text is at most max_pieces (a longer text is a group of its own):
+    spacy-transformers' batch_by_length, given word-piece counts instead of docs."""
+    from spacy_transformers.util import batch_by_length
+
+    return batch_by_length([range(n) for n in lengths], max_pieces)
+
+
+def nested_forward(encoder, layers, input_ids, attention_mask, token_type_ids=None):
+    """The encoder's last hidden states computed by `nested_encoder`'s copy of its layers
+    (`layers`) after its own embeddings; padded positions are zeros."""
+    embedded = encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    return layers(embedded, src_key_padding_mask=~attention_mask.bool())
 
 
 def nested_encoder(encoder):

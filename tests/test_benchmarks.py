@@ -145,29 +145,6 @@ def test_sub_batches_cover_each_outer_batch_once():
     assert {0, 1, 2} in [set(sub) for sub in subs] and [3] in subs and [4] in subs
 
 
-def test_nested_encoder_computes_what_bert_computes_without_padding(tmp_path):
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from benchmarks.profile_inference import nested_forward
-    from scripts.architectures import nested_encoder
-
-    texts = [" ".join(s["tokens"]) for s in SENTS]
-    model_dir = build_tiny_transformer(tmp_path / "tiny", texts * 20)
-    bert = AutoModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
-    batch = AutoTokenizer.from_pretrained(model_dir)(texts, padding=True, return_tensors="pt")
-    mask = batch["attention_mask"].bool()
-    assert not mask.all(), "the test needs padding"
-    with torch.inference_mode():
-        expected = bert(**batch).last_hidden_state
-        got = nested_forward(bert, nested_encoder(bert), batch)
-    assert got.shape == expected.shape
-    assert torch.allclose(got[mask], expected[mask], atol=1e-5)
-    bert.config.hidden_act = "gelu_new"
-    with pytest.raises(ValueError, match="exact GELU"):
-        nested_encoder(bert)
-
-
 def test_calibration_is_the_mean_step_after_the_warm_steps():
     from benchmarks.bench_accuracy import seconds_per_step
 
