@@ -178,3 +178,34 @@ def test_cpu_predictor_matches_the_encoder_it_stands_in_for(kind):
     encoder.config.hidden_act = "gelu_new"
     with pytest.raises(ValueError, match="exact GELU"):
         nested_encoder(encoder)
+
+
+def test_an_encoder_off_the_cpu_takes_spacy_transformers_own_path(nlp, monkeypatch):
+    """On a GPU the predictor must stand aside: no nested copy, and spacy-transformers' own
+    forward runs with the encoder itself (this machine has no GPU: torch's meta device and a
+    predictor marked off the CPU stand in for one)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from scripts.architectures import CPUPredictor
+
+    sizes = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    off_cpu = CPUPredictor(BertModel(BertConfig(**sizes)).to("meta"), 384, nested=True)
+    assert (off_cpu.on_cpu, off_cpu.layers) == (False, None)
+
+    model = nlp.get_pipe("transformer").model
+    docs = [nlp.make_doc(t) for t in TEXTS]
+    expected = plain_hidden(model, docs)
+    model.predict(docs)
+    predictor = model._func.state["predictor"]
+    monkeypatch.setattr(predictor, "on_cpu", False)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the CPU predictor ran for an encoder off the CPU")
+
+    monkeypatch.setattr(CPUPredictor, "__call__", never)
+    got = model.predict(docs)
+    assert model._func.state["predictor"] is predictor  # kept, not rebuilt on every batch
+    assert model.layers[0].shims[0]._model is predictor.encoder
+    assert torch.allclose(torch.as_tensor(got.model_output.last_hidden_state),
+                          torch.as_tensor(expected.model_output.last_hidden_state))  # fmt: skip
