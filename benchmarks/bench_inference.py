@@ -11,6 +11,7 @@ is not a win.
 import json
 import os
 import statistics
+import re
 import subprocess
 import sys
 import tempfile
@@ -104,12 +105,11 @@ def parse_system(system: str) -> Tuple[str, Union[Tuple[bool, Optional[int]], st
     max_batch_items N) -> ("spacy", (False, N)); "spacy-plain" / "spacy-plain-N": the same with
     spacy-transformers' own prediction path instead of multinerd.TransformerModel.v1's CPU
     path -> ("spacy", (True, N or None)); "hf-<aggregation>" -> ("hf", aggregation)."""
+    spacy_system = re.fullmatch(r"spacy(-plain)?(?:-([1-9][0-9]*))?", system)
+    if spacy_system:
+        plain, items = spacy_system.groups()
+        return "spacy", (plain is not None, int(items) if items else None)
     kind, _, arg = system.partition("-")
-    if kind == "spacy":
-        plain = arg == "plain" or arg.startswith("plain-")
-        items = arg[len("plain"):].lstrip("-") if plain else arg
-        if not items or (items.isdigit() and int(items) > 0):
-            return "spacy", (plain, int(items) if items else None)
     if kind == "hf" and arg in HF_AGGREGATIONS:
         return "hf", arg
     raise typer.BadParameter(

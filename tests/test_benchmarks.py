@@ -132,7 +132,8 @@ def test_inference_systems_are_parsed_or_refused():
     assert parse_system("spacy-plain") == ("spacy", (True, None))
     assert parse_system("spacy-plain-256") == ("spacy", (True, 256))
     assert parse_system("hf-first") == ("hf", "first")
-    for bad in ("spacy-0", "spacy-plain-x", "spacy-plainx", "hf-mean", "flair"):
+    bad_systems = ["spacy-0", "spacy-007", "spacy-", "spacy-plain-x", "spacy-plainx", "spacy-plain--5", "spacy-plain-"]
+    for bad in bad_systems + ["hf-mean", "flair"]:
         with pytest.raises(typer.BadParameter, match="unknown system"):
             parse_system(bad)
 
