@@ -10,8 +10,8 @@ is not a win.
 """
 import json
 import os
-import statistics
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
