@@ -32,7 +32,7 @@ from typing import List
 
 import typer
 
-from scripts.architectures import nested_encoder, nested_forward
+from scripts.architectures import length_groups, nested_encoder, nested_forward
 
 from .bench_inference import exact_f1, load_test
 from .common import ROOT, linear_gflops
@@ -43,12 +43,11 @@ def sub_batches(lengths: List[int], batch_size: int, max_items: int) -> List[Lis
     each cut into sub-batches of at most max_items by `lengths` (spacy-transformers'
     batch_by_length, as in its component's pipe)."""
     from spacy.util import minibatch
-    from spacy_transformers.pipeline_component import batch_by_length
 
     subs = []
     for outer in minibatch(range(len(lengths)), batch_size):
-        sized = [[None] * lengths[i] for i in outer]
-        subs.extend([outer[i] for i in sub] for sub in batch_by_length(sized, max_items))
+        groups = length_groups([lengths[i] for i in outer], max_items)
+        subs.extend([outer[i] for i in group] for group in groups)
     return subs
 
 
