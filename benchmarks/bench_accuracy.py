@@ -270,8 +270,11 @@ def main(
     only: str = typer.Option("", help="Run only 'hf' or 'spacy' (internal)"),
 ):
     """Train both systems side by side at the same budget; print and save their test F1."""
+    from scripts.check_gpu import require
     from scripts.encoder import resolve
 
+    if not only:
+        require(gpu_id)  # a missing CuPy or device stops here, not after HF has trained
     # checked before anything starts: a bad override must not surface after HF has trained
     settings = spacy_settings(lr, batch_size, spacy_set)
     model_dir = resolve(encoder)

@@ -162,6 +162,9 @@ def main(
         result = worker(only, spacy_model, hf_model, assets, batch_size, repeats, limit, gpu_id)
         print("RESULT " + json.dumps(result))
         return
+    from scripts.check_gpu import require
+
+    require(gpu_id)
     names = systems.split(",")
     for system in names:  # all checked before the first one runs
         parse_system(system)

@@ -28,8 +28,10 @@ def main(
     gpu_id: int = typer.Option(-1),
     output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
 ):
+    from scripts.check_gpu import require
     from scripts.encoder import resolve
 
+    require(gpu_id)
     model_dir = resolve(encoder)
     docs = list(DocBin().from_disk(corpus / "train.spacy").get_docs(spacy.blank("en").vocab))[:sentences]
     words = sum(len(d) for d in docs)

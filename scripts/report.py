@@ -21,6 +21,7 @@ from wasabi import msg
 
 from . import architectures  # noqa: F401  (registers the pipelines' custom layers)
 from . import evaluation as ev
+from .check_gpu import require
 
 AGREE = 0.001  # spaCy and seqeval must agree to this on well-formed IOB2 gold
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -153,6 +154,7 @@ def main(
     readme: Optional[Path] = typer.Option(None, help="README whose results table to fill"),
 ):
     """Write metrics/report.md, report.json and the PNGs."""
+    require(gpu_id)  # before any model or data is loaded
     data: Dict[str, Dict] = {}
     preds = {}
     for name in systems:
