@@ -1,43 +1,71 @@
 """Get ready to train: check that the config's transformer can be loaded (a hub name that
 cannot be reached stops here with one message naming the var, not a traceback deep inside
 `spacy train`), and remove an earlier training/<name>/ so that nothing stale is left."""
-import os
 import shutil
 from pathlib import Path
 
 import typer
-from spacy.util import load_config
 from wasabi import msg
+
+from . import hub
 
 TRANSFORMER_VAR = "transformer"
 
 
+def fail(name: str, problem: str, why: str) -> None:
+    msg.fail(
+        f"Cannot load the transformer {name!r} ({problem}).",
+        why
+        + f" Set the project var {TRANSFORMER_VAR!r} to a local model directory, e.g. "
+        f"`spacy project run all . --vars.{TRANSFORMER_VAR}=/models/roberta-base`, or "
+        "download the model once with network access (it is then read from the cache).",
+        exits=1,
+    )
+
+
 def check_transformer(name: str) -> None:
-    """Load the transformer's config and tokenizer (no weights) or stop with a clear message."""
+    """Load the transformer's config and tokenizer (no weights) or stop with a clear message.
+    A hub name is looked up once: without a connection it is read from the local cache, and
+    if it is not there this stops at once (no retries, and before transformers is imported,
+    which takes seconds)."""
+    local = Path(name).exists()
+    user_offline = hub.offline_requested()
+    reason = None if local else hub.use_hub_or_cache()  # before transformers is imported
+    if reason:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            fail(name, "not in the local Hugging Face cache",
+                 f"It is not a local directory, and the Hugging Face Hub cannot be used ({reason}).")  # fmt: skip
     from transformers import AutoConfig, AutoTokenizer
 
     try:
         AutoConfig.from_pretrained(name)
         AutoTokenizer.from_pretrained(name)
     except Exception as err:
-        local = Path(name).exists()
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        msg.fail(
-            f"Cannot load the transformer {name!r} ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}).",
-            (
-                f"{name} is a local path but not a Hugging Face model directory "
-                "(config.json and tokenizer files)."
-                if local
-                else "It is not a local directory, and the Hugging Face Hub cannot be reached"
-                + (" (HF_HUB_OFFLINE is set)" if offline else "")
-                + "."
-            )
-            + f" Set the project var {TRANSFORMER_VAR!r} to a local model directory, e.g. "
-            f"`spacy project run all . --vars.{TRANSFORMER_VAR}=/models/roberta-base`, or "
-            "download the model once with network access (then HF_HUB_OFFLINE=1 works).",
-            exits=1,
+        fail(
+            name,
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            f"{name} is a local path but not a Hugging Face model directory (config.json and "
+            "tokenizer files)."
+            if local
+            else f"It is not a local directory, and the Hugging Face Hub cannot be used ({reason})."
+            if reason
+            else "It is not a local directory, and the Hugging Face Hub has no such model.",
         )
+    if reason and not user_offline:
+        msg.warn(
+            f"{reason}: {name} is read from the Hugging Face cache. Run the project with "
+            "HF_HUB_OFFLINE=1 so that `spacy train` does not wait for the network either."
+        )
+
+
+def pipeline_of(config: Path):
+    """The config's pipeline and transformer path, read without importing spaCy (seconds)."""
+    from confection import Config
+
+    cfg = Config().from_disk(config, interpolate=False)
+    return cfg["nlp"]["pipeline"], cfg["paths"].get("transformer")
 
 
 def main(
@@ -46,9 +74,9 @@ def main(
     transformer: str = typer.Option("", help="The transformer name or path (var transformer)"),
 ):
     """Check the transformer (when the config has one) and reset the output directory."""
-    cfg = load_config(config, interpolate=False)
-    if "transformer" in cfg["nlp"]["pipeline"]:
-        check_transformer(transformer or cfg["paths"]["transformer"])
+    pipeline, config_transformer = pipeline_of(config)
+    if "transformer" in pipeline:
+        check_transformer(transformer or config_transformer)
         msg.good(f"Transformer {transformer!r} can be loaded")
     if output_dir.exists():
         shutil.rmtree(output_dir)

@@ -126,6 +126,14 @@ def check_sentences(sents: Sentences, types: Optional[Sequence[str]]) -> None:
             pos = int(numpy.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
             i = sentence_of(tok_off, pos)
             raise DataError(f"{sents.locate(i)}: {what} {pos - tok_off[i] + 1} is missing (null).")
+    empty_tokens = numpy.flatnonzero(pc.equal(flat_tokens, "").to_numpy(zero_copy_only=False))
+    if len(empty_tokens):
+        pos = int(empty_tokens[0])
+        i = sentence_of(tok_off, pos)
+        raise DataError(
+            f"{sents.locate(i)}: token {pos - tok_off[i] + 1} is an empty string; every token "
+            "needs at least one character."
+        )
     for tag in pc.unique(flat_tags).to_pylist():
         problem = tag_problem(tag, types)
         if problem:
@@ -154,8 +162,15 @@ def ids_to_tags(tag_ids, id_map: Sequence[str], locate: Callable[[int], str]):
     clear error for an id out of range. `locate(i)` names sentence i in messages."""
     offsets = list_offsets(tag_ids)
     flat = tag_ids.flatten()
-    if flat.null_count or not pyarrow.types.is_integer(flat.type):
+    if not pyarrow.types.is_integer(flat.type):
         raise DataError(f"{locate(0)}: ner_tags must be integer tag ids (found {flat.type}).")
+    if tag_ids.null_count:
+        i = int(numpy.flatnonzero(tag_ids.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{locate(i)}: ner_tags is missing (null).")
+    if flat.null_count:
+        pos = int(numpy.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
+        i = sentence_of(offsets, pos)
+        raise DataError(f"{locate(i)}: the tag id of token {pos - offsets[i] + 1} is missing (null).")
     ids = flat.to_numpy()
     bad = numpy.flatnonzero((ids < 0) | (ids >= len(id_map)))
     if len(bad):

@@ -30,8 +30,15 @@ MULTINERD_TAGS: Tuple[str, ...] = (
     "B-VEHI", "I-VEHI",
 )  # fmt: skip
 MULTINERD_TYPES: Tuple[str, ...] = tuple(tag[2:] for tag in MULTINERD_TAGS[1::2])
-# The hub's split names, mapped to ours.
-MULTINERD_HUB_SPLITS: Dict[str, str] = {"train": "train", "validation": "dev", "test": "test"}
+# The hub repository holds one JSON-lines file a split and language (train/train_de.jsonl,
+# val/val_en.jsonl, ...); `fetch` downloads only the English ones: 37.9 + 5.0 + 4.7 MB, about
+# 48 MB of the hub's ~530 MB for all ten languages.
+MULTINERD_HUB_FILES: Dict[str, str] = {
+    "train": "train/train_en.jsonl",
+    "dev": "val/val_en.jsonl",
+    "test": "test/test_en.jsonl",
+}
+MULTINERD_LANGUAGES: Tuple[str, ...] = ("de", "en", "es", "fr", "it", "nl", "pl", "pt", "ru", "zh")
 
 
 @dataclass(frozen=True)
