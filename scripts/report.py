@@ -59,6 +59,21 @@ def read_log(path: Path) -> List[Dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+def loss_per_step(log: List[Dict]) -> Dict[str, List[float]]:
+    """Each component's mean loss a step over the steps since the previous evaluation.
+    spaCy's log holds the loss summed since the previous evaluation (it resets the sum after
+    each), so the raw figure grows with the number of steps between evaluations: the first
+    evaluation after step 0 covers eval_frequency steps, the one at step 0 a single step."""
+    curves: Dict[str, List[float]] = {pipe: [] for pipe in (log[0]["losses"] if log else {})}
+    previous = -1
+    for row in log:
+        steps = max(row["step"] - previous, 1)
+        for pipe in curves:
+            curves[pipe].append(row["losses"].get(pipe, 0.0) / steps)
+        previous = row["step"]
+    return curves
+
+
 def plot_training(log: List[Dict], name: str, out: Path) -> bool:
     import matplotlib
 
@@ -69,10 +84,10 @@ def plot_training(log: List[Dict], name: str, out: Path) -> bool:
         return False
     steps = [row["step"] for row in log]
     fig, (ax_loss, ax_f) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    for pipe in log[0]["losses"]:
-        ax_loss.plot(steps, [row["losses"].get(pipe, 0.0) for row in log], label=f"loss {pipe}")
+    for pipe, curve in loss_per_step(log).items():
+        ax_loss.plot(steps, curve, marker=".", label=f"loss {pipe}")
     ax_loss.set_yscale("symlog")
-    ax_loss.set_ylabel("loss since last eval")
+    ax_loss.set_ylabel("training loss per step")
     ax_loss.legend()
     # spaCy's logger writes scores as percentages
     ax_f.plot(steps, [row["scores"].get("ents_f") or 0.0 for row in log], marker="o")

@@ -4,7 +4,7 @@ import spacy
 from spacy.tokens import Doc
 
 from scripts import evaluation as ev
-from scripts.report import plot_training, results_table, update_readme
+from scripts.report import loss_per_step, plot_training, results_table, update_readme
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +106,17 @@ def test_training_curve_png(tmp_path):
     assert plot_training(log, "x", out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plot_training([], "x", tmp_path / "none.png")
+
+
+def test_training_loss_is_plotted_per_step():
+    # spaCy logs the loss summed since the previous evaluation: 1 step at step 0, then 40
+    log = [
+        {"step": 0, "losses": {"ner": 30.0, "transformer": 2.0}},
+        {"step": 40, "losses": {"ner": 400.0, "transformer": 40.0}},
+        {"step": 80, "losses": {"ner": 200.0}},
+    ]
+    assert loss_per_step(log) == {"ner": [30.0, 10.0, 5.0], "transformer": [2.0, 1.0, 0.0]}
+    assert loss_per_step([]) == {}
 
 
 def test_readme_results_table_is_filled_between_markers(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scripts.labels import MULTINERD_TYPES, SCHEMES
+from scripts.report import loss_per_step
 
 from .conftest import FIXTURE, ROOT, run_cli
 from .tiny_transformer import build_tiny_transformer, fixture_texts, write_tiny_config
@@ -74,6 +75,16 @@ def test_report_names_every_type_and_the_cross_check(project):
         for png in (f"{name}_confusion.png", f"{name}_training.png"):
             assert (metrics_dir / png).read_bytes()[:4] == b"\x89PNG"
     assert "agree to 0.001 for every system" in report
+
+
+@pytest.mark.slow
+def test_training_curve_falls_per_step_where_the_raw_sum_grows(project):
+    log = [json.loads(line) for line in (project["dir"] / "training" / "multinerd_a" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [0, 40, 80]
+    raw = [row["losses"]["ner"] for row in log]
+    assert raw[1] > raw[0]  # 40 steps summed against 1: what the old curve showed
+    per_step = loss_per_step(log)["ner"]
+    assert per_step[1] < per_step[0] and per_step[2] < per_step[0]
 
 
 @pytest.mark.slow
