@@ -6,7 +6,8 @@ adds what `spacy evaluate` does not give: token-level accuracy over the BIO tags
 P/R/F1 by seqeval as a cross-check of spaCy's scorer, a confusion matrix of entity types with
 missed and spurious entities, the shared types of the systems compared on the same test
 sentences, and the training curve read from training/<name>/train_log.jsonl.
-With --readme, the results table between the README's results markers is rewritten.
+With --readme, the results table between the README's results markers is rewritten
+(MultiNERD runs only: the table is MultiNERD's).
 """
 import json
 import re
@@ -171,10 +172,12 @@ def main(
     """Write metrics/report.md, report.json and the PNGs."""
     require(gpu_id)  # before any model or data is loaded
     data: Dict[str, Dict] = {}
+    datasets = set()
     preds = {}
     for name in systems:
         metrics = load_json(metrics_dir / f"{name}.json")
         stats = load_json(corpus_dir / name / "stats.json")
+        datasets.add(stats.get("dataset"))
         gold, pred = predict(training_dir / name / "model-best", corpus_dir / name / "test.spacy", gpu_id, batch_size)
         preds[name] = (gold, pred)
         spacy_s = ev.spacy_scores(pred, gold)
@@ -210,7 +213,10 @@ def main(
     for name in systems:
         if data[name]["max_difference"] > AGREE:
             msg.warn(f"{name}: spaCy and seqeval differ by {data[name]['max_difference']:.4f}; see the report.")
-    if readme:
+    if readme and datasets != {"multinerd"}:
+        msg.info(f"The README's results table is MultiNERD's: a {', '.join(sorted(map(str, datasets)))} "
+                 "run does not fill it (see metrics/report.md).")  # fmt: skip
+    elif readme:
         note = (
             "Test-split scores from `spacy evaluate` (entity P/R/F1 in %), written by the "
             "`report` step from metrics/; see [metrics/report.md](metrics/report.md)."

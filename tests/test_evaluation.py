@@ -132,3 +132,28 @@ def test_readme_results_table_is_filled_between_markers(tmp_path):
     assert "| **overall** | 90.00 | 80.00 | 85.00 |" in text
     assert "| PER | 100.00 | 50.00 | 66.67 |" in text
     assert "| LOC |  |  |  |" in text
+
+
+def test_report_fills_the_readme_table_for_multinerd_only(tmp_path, monkeypatch):
+    import json
+
+    import spacy
+    from spacy.tokens import Doc
+
+    from scripts import report
+
+    nlp = spacy.blank("en")
+    doc = Doc(nlp.vocab, words=["Ada", "in", "Paris"], ents=["B-PER", "O", "B-LOC"])
+    monkeypatch.setattr(report, "predict", lambda *args: ([doc], [doc]))
+    for dataset in ("conll2003", "multinerd"):
+        corpus, metrics = tmp_path / dataset / "corpus", tmp_path / dataset / "metrics"
+        (corpus / f"{dataset}_a").mkdir(parents=True)
+        metrics.mkdir()
+        (corpus / f"{dataset}_a" / "stats.json").write_text(json.dumps({"dataset": dataset, "labels": ["PER", "LOC"]}))
+        (metrics / f"{dataset}_a.json").write_text(json.dumps({"ents_p": 0.9, "ents_r": 0.8, "ents_f": 0.85}))
+        readme = tmp_path / dataset / "README.md"
+        readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+        report.main([f"{dataset}_a"], corpus_dir=corpus, training_dir=tmp_path / "training",
+                    metrics_dir=metrics, gpu_id=-1, batch_size=8, readme=readme)  # fmt: skip
+        assert (metrics / "report.md").exists()
+        assert ("old" in readme.read_text()) == (dataset == "conll2003")
