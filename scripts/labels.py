@@ -119,6 +119,17 @@ DATASETS: Dict[str, Dataset] = {
 }
 
 
+# One colour a type, the same in every view (the demo's displaCy columns): System A and B show
+# a shared type alike. PER, ORG, LOC and TIME take displaCy's own colours for PERSON, ORG, LOC
+# and DATE; MISC is CoNLL-2003's.
+ENTITY_COLORS: Dict[str, str] = {
+    "PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "ANIM": "#9be38c",
+    "BIO": "#c7d5e8", "CEL": "#ffd27f", "DIS": "#ff8197", "EVE": "#ffeb80",
+    "FOOD": "#f2b880", "INST": "#c9c9c9", "MEDIA": "#e4b5ff", "MYTH": "#d6a4a4",
+    "PLANT": "#66c2a5", "TIME": "#bfeeb7", "VEHI": "#8fb8de", "MISC": "#f0e6a0",
+}  # fmt: skip
+
+
 def corpus_name(dataset: str, scheme: str) -> str:
     """Name of the corpus/<name>/, training/<name>/ and metrics/<name>.json of one system."""
     return f"{dataset}_{scheme}"
