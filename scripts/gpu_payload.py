@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import typer
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
