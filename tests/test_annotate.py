@@ -1,0 +1,263 @@
+"""Annotating raw text at any size: every input type and output format, the same entities from
+one process, two processes and local Ray with two actors, resuming after an interrupted run,
+and each kind of bad input (stopped with file and line, or skipped and counted)."""
+import json
+from pathlib import Path
+from typing import Dict
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import spacy
+from spacy.tokens import DocBin
+
+from scripts import annotate as ann
+from scripts.annotate import BadInput, Options
+
+from .conftest import run_cli
+
+PATTERNS = {"Ada Lovelace": "PER", "London": "LOC", "Zeus": "MYTH", "wolf": "ANIM", "cholera": "DIS",
+            "Red Cross": "ORG"}  # fmt: skip
+PLACES = ["London", "Paris", "Rome"]
+
+
+def text(i: int) -> str:
+    words = " ".join(["very"] * (i % 7))  # texts of different lengths
+    return f"Ada Lovelace saw a {words} wolf near {PLACES[i % 3]} and Zeus {i}." if i % 4 else f"Cholera and cholera in London {i}."
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "ruler"
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": v, "pattern": k} for k, v in PATTERNS.items()])
+    nlp.to_disk(path)
+    return str(path)
+
+
+def write_inputs(folder: Path, n_txt=23, n_jsonl=17, n_parquet=15) -> Dict:
+    """A folder of all three input types; returns {id: text} of every record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    with open(folder / "a.txt", "w", encoding="utf-8") as f:
+        for i in range(n_txt):
+            f.write(text(i) + "\n")
+            expected[f"a.txt:{i + 1}"] = text(i)
+    (folder / "more").mkdir(exist_ok=True)
+    with open(folder / "more" / "b.jsonl", "w", encoding="utf-8") as f:
+        for i in range(n_jsonl):
+            row = {"text": text(100 + i), "source": "web", "meta": {"n": i}}
+            if i % 2:
+                row["id"] = f"doc-{i}"
+            f.write(json.dumps(row) + "\n")
+            expected[f"doc-{i}" if i % 2 else f"more/b.jsonl:{i + 1}"] = text(100 + i)
+    rows = [{"id": f"pq-{i}", "text": text(200 + i), "year": 2000 + i} for i in range(n_parquet)]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "c.parquet", row_group_size=4)
+    expected.update({r["id"]: r["text"] for r in rows})
+    return expected
+
+
+
+def read_output(out: Path, fmt="jsonl") -> Dict:
+    """{id: (entities, other fields)} of every shard."""
+    got = {}
+    for part in sorted(out.glob(f"part-*{ann.OUTPUT_SUFFIX[fmt]}")):
+        if fmt == "jsonl":
+            rows = [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines()]
+        elif fmt == "parquet":
+            rows = pq.read_table(part).to_pylist()
+        else:
+            nlp = spacy.blank("en")
+            rows = [{"id": d.user_data["id"], "entities": ann.entities(d), **d.user_data["fields"]}
+                    for d in DocBin().from_disk(part).get_docs(nlp.vocab)]  # fmt: skip
+        for row in rows:
+            rid = row.pop("id")
+            assert rid not in got, f"{rid} twice"
+            got[rid] = (row.pop("entities"), {k: v for k, v in row.items() if v is not None})
+    return got
+
+
+def expected_entities(model, texts: Dict) -> Dict:
+    nlp = spacy.load(model)
+    return {rid: ann.entities(nlp(t)) for rid, t in texts.items()}
+
+
+def run(model, source, out, engine="local", **kwargs):
+    opts = Options(**{k: kwargs.pop(k) for k in list(kwargs) if k in Options.__dataclass_fields__})
+    return ann.annotate(model, source, out, opts, engine=engine, **kwargs)
+
+
+def test_every_input_type_gives_ids_entities_and_the_other_fields(model, tmp_path):
+    texts = write_inputs(tmp_path / "in")
+    summary = run(model, tmp_path / "in", tmp_path / "out", shard_size=10)
+    got = read_output(tmp_path / "out")
+    assert set(got) == set(texts)
+    want = expected_entities(model, texts)
+    assert {rid: ents for rid, (ents, _) in got.items()} == want
+    assert got["doc-1"][1] == {"source": "web", "meta": {"n": 1}}  # fields kept as they are
+    assert got["pq-3"][1] == {"year": 2003}
+    assert got["a.txt:5"][1] == {}
+    for rid, ents in want.items():  # offsets point at the entity text
+        assert all(texts[rid][e["start"]:e["end"]] == e["text"] for e in ents)
+    # a.txt: 23 lines in shards of 10 -> 3; b.jsonl: 17 -> 2; c.parquet: row groups of 4 -> 15 rows in 2
+    assert summary["shards"] == 3 + 2 + 2 and summary["texts"] == len(texts)
+    assert summary["words"] > 0 and summary["errors"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "spacy"])
+def test_parquet_and_docbin_outputs_hold_the_same(model, tmp_path, fmt):
+    texts = write_inputs(tmp_path / "in")
+    run(model, tmp_path / "in", tmp_path / "jsonl", shard_size=10)
+    run(model, tmp_path / "in", tmp_path / fmt, shard_size=10, fmt=fmt)
+    jsonl, other = read_output(tmp_path / "jsonl"), read_output(tmp_path / fmt, fmt)
+    assert {k: v[0] for k, v in other.items()} == {k: v[0] for k, v in jsonl.items()}
+    if fmt == "parquet":
+        schema = pq.read_schema(next((tmp_path / fmt).glob("part-*.parquet")))
+        entity = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())])
+        assert pa.types.is_list(schema.field("entities").type) and schema.field("entities").type.value_type == entity
+    assert len(texts) == len(other)
+
+
+def test_one_process_two_processes_and_ray_agree(model, tmp_path):
+    pytest.importorskip("ray")
+    texts = write_inputs(tmp_path / "in", n_txt=61, n_jsonl=33, n_parquet=21)
+    outputs = {}
+    for name, kwargs in (("single", {}), ("two", {"n_process": 2}), ("ray", {"engine": "ray", "actors": 2})):
+        summary = run(model, tmp_path / "in", tmp_path / name, shard_size=16, **kwargs)
+        assert summary["texts"] == len(texts) and summary["engine"] == kwargs.get("engine", "local")
+        outputs[name] = read_output(tmp_path / name)
+    assert outputs["single"] == outputs["two"] == outputs["ray"]
+    assert {k: v[0] for k, v in outputs["single"].items()} == expected_entities(model, texts)
+    for name in outputs:  # shard by shard, byte for byte
+        parts = sorted(p.name for p in (tmp_path / name).glob("part-*"))
+        assert parts == sorted(p.name for p in (tmp_path / "single").glob("part-*"))
+        for part in parts:
+            assert (tmp_path / name / part).read_bytes() == (tmp_path / "single" / part).read_bytes()
+
+
+def test_an_interrupted_run_resumes_after_its_finished_shards(model, tmp_path, monkeypatch):
+    texts = write_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    real = ann.annotate_shard
+    calls = []
+
+    def dies_on_the_fourth(nlp, shard, *args, **kwargs):
+        calls.append(shard.index)
+        if len(calls) == 4:
+            real_write = ann.write_shard
+
+            def write_then_stop(path):
+                path.write_text('{"id": "half a shard')
+                raise KeyboardInterrupt  # stopped while writing: nothing of the shard may stay
+
+            def half_written(*a, **k):
+                ann.atomic_write(shard.output(out, "jsonl"), write_then_stop)
+
+            monkeypatch.setattr(ann, "write_shard", half_written)
+            try:
+                return real(nlp, shard, *args, **kwargs)
+            finally:
+                monkeypatch.setattr(ann, "write_shard", real_write)
+        return real(nlp, shard, *args, **kwargs)
+
+    monkeypatch.setattr(ann, "annotate_shard", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run(model, tmp_path / "in", out, shard_size=10)
+    assert sorted(p.name for p in out.glob("part-*")) == ["part-000000.jsonl", "part-000001.jsonl", "part-000002.jsonl"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no half-written file
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
+    monkeypatch.setattr(ann, "annotate_shard", real)
+    calls.clear()
+    resumed = []
+    monkeypatch.setattr(ann, "annotate_shard", lambda nlp, shard, *a, **k: resumed.append(shard.index) or real(nlp, shard, *a, **k))
+    summary = run(model, tmp_path / "in", out, shard_size=10)
+    assert resumed == [3, 4, 5, 6] and summary["shards_skipped"] == 3
+    assert all(out.joinpath(name).stat().st_mtime_ns == t for name, t in before.items())  # not redone
+    fresh = tmp_path / "fresh"
+    run(model, tmp_path / "in", fresh, shard_size=10)
+    assert read_output(out) == read_output(fresh) and len(read_output(out)) == len(texts)
+
+
+def test_a_resumed_run_with_other_settings_is_refused(model, tmp_path):
+    write_inputs(tmp_path / "in")
+    run(model, tmp_path / "in", tmp_path / "out", shard_size=10)
+    with pytest.raises(BadInput, match="other settings.*shard_size"):
+        run(model, tmp_path / "in", tmp_path / "out", shard_size=8)
+    run(model, tmp_path / "in", tmp_path / "out", shard_size=8, overwrite=True)
+    assert len(list((tmp_path / "out").glob("part-*"))) == 3 + 3 + 2  # 8 rows fit two row groups of 4
+
+
+BAD = {
+    # name: (file, its content, the expected message, the bad line, its good records)
+    "not JSON": ("x.jsonl", '{"text": "Zeus"}\n{"text": "London"\n{"text": "Ada Lovelace"}\n', "not valid JSON", 2, 2),
+    "no text field": ("x.jsonl", '{"text": "Zeus"}\n{"body": "London"}\n', "no 'text' field", 2, 1),
+    "empty text": ("x.txt", "Zeus in London\n\nAda Lovelace\n", "empty text", 2, 2),
+    "too long": ("x.txt", "Zeus\n" + "London " * 20 + "\nRome\n", "more than the pipeline's max_length (50)", 2, 2),
+    "not UTF-8": ("x.txt", b"Zeus\nZ\xfcrich\n", "not UTF-8", 2, 1),
+    "not a string": ("x.jsonl", '{"text": "Zeus"}\n{"text": 42}\n', "'text' is not a string (int)", 2, 1),
+}
+
+
+def write_bad(folder: Path, name: str) -> Path:
+    file, content = BAD[name][:2]
+    folder.mkdir(parents=True)
+    (folder / "a_good.txt").write_text("Zeus met Ada Lovelace in London.\n" * 12)  # shards 0 and 1
+    path = folder / f"z_{file}"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_stops_with_file_and_line_and_keeps_the_written_shards(model, tmp_path, name):
+    bad = write_bad(tmp_path / "in", name)
+    with pytest.raises(BadInput) as err:
+        run(model, tmp_path / "in", tmp_path / "out", shard_size=10, max_length=50)
+    problem, line = BAD[name][2:4]
+    assert str(err.value).startswith(f"{bad.name}, line {line}: ") and problem in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == ["part-000000.jsonl", "part-000001.jsonl"]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_is_skipped_recorded_and_counted(model, tmp_path, name):
+    bad = write_bad(tmp_path / "in", name)
+    summary = run(model, tmp_path / "in", tmp_path / "out", shard_size=10, max_length=50, errors="skip")
+    problem, line, good = BAD[name][2:]
+    errors = [json.loads(x) for p in (tmp_path / "out" / "errors").glob("*.jsonl") for x in p.read_text().splitlines()]
+    assert [(e["file"], e["line"]) for e in errors] == [(bad.name, line)] and problem in errors[0]["problem"]
+    assert summary["errors"] == 1
+    got = read_output(tmp_path / "out")
+    assert f"{bad.name}:{line}" not in got and f"{bad.name}:1" in got and len(got) == 12 + good
+
+
+def test_an_unreadable_file_is_named(model, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("Zeus\n")
+    (tmp_path / "in" / "broken.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(BadInput, match=r"^broken\.parquet: cannot read the file"):
+        run(model, tmp_path / "in", tmp_path / "out")
+    summary = run(model, tmp_path / "in", tmp_path / "skip", errors="skip")
+    assert summary["errors"] == 1 and summary["texts"] == 1
+    listed = json.loads((tmp_path / "skip" / "errors" / "unreadable-files.jsonl").read_text())
+    assert listed["file"] == "broken.parquet"
+
+
+def test_cli_reports_bad_input_without_traceback_and_shows_progress(model, tmp_path):
+    write_bad(tmp_path / "in", "not JSON")
+    result = run_cli("scripts.annotate", model, tmp_path / "in", tmp_path / "out", "--shard-size", "10")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in out
+    assert "z_x.jsonl, line 2: not valid JSON" in " ".join(out.split())
+    assert "words/s" in result.stderr and "texts" in result.stderr  # the progress bar
+    ok = run_cli("scripts.annotate", model, tmp_path / "in", tmp_path / "skip", "--errors", "skip")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "1 bad records skipped" in " ".join(ok.stdout.split())
+
+
+def test_line_starts_find_shard_offsets(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"a\nbb\nccc\ndddd\ne")  # 5 lines, the last without a newline
+    starts, lines = ann.line_starts(path, 2)
+    assert lines == 5 and starts == [0, 5, 14]
+    path.write_bytes(b"a\nbb\n")
+    assert ann.line_starts(path, 2) == ([0], 2)
