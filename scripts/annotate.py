@@ -122,12 +122,15 @@ def line_starts(path: Path, every: int) -> Tuple[List[int], int]:
     starts, lines, position, last = [0], 0, 0, b"\n"
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
-            at = chunk.find(b"\n")
-            while at != -1:
-                lines += 1
-                if lines % every == 0:
-                    starts.append(position + at + 1)
-                at = chunk.find(b"\n", at + 1)
+            newlines = chunk.count(b"\n")
+            at = -1
+            while lines + newlines >= len(starts) * every:  # a shard starts in this chunk
+                for _ in range(len(starts) * every - lines):
+                    at = chunk.find(b"\n", at + 1)
+                newlines -= len(starts) * every - lines
+                lines = len(starts) * every
+                starts.append(position + at + 1)
+            lines += newlines
             position += len(chunk)
             last = chunk[-1:]
     if last != b"\n":
@@ -137,7 +140,7 @@ def line_starts(path: Path, every: int) -> Tuple[List[int], int]:
     return starts, lines
 
 
-def plan(source: Path, shard_size: int) -> Tuple[List[Shard], List[Dict]]:
+def plan(source: Path, shard_size: int, text_field: str = "text") -> Tuple[List[Shard], List[Dict]]:
     """The shards of the input, and the files that cannot be read (as error records)."""
     import pyarrow.parquet as pq
 
@@ -147,7 +150,12 @@ def plan(source: Path, shard_size: int) -> Tuple[List[Shard], List[Dict]]:
         kind = SUFFIXES[path.suffix]
         try:
             if kind == "parquet":
-                meta = pq.ParquetFile(path).metadata
+                parquet = pq.ParquetFile(path)
+                if text_field not in parquet.schema_arrow.names:
+                    columns = ", ".join(parquet.schema_arrow.names)
+                    unreadable.append({"file": name, "line": None, "problem": f"no column {text_field!r} (columns: {columns})"})
+                    continue
+                meta = parquet.metadata
                 row = group = 0
                 while group < meta.num_row_groups:
                     first_group, rows = group, 0
@@ -202,8 +210,6 @@ def read_parquet_shard(shard: Shard, opts: Options):
     import pyarrow.parquet as pq
 
     table = pq.ParquetFile(shard.path).read_row_groups(range(shard.offset, shard.offset + shard.groups))
-    if opts.text_field not in table.column_names:
-        raise BadInput(f"{shard.name}: no column {opts.text_field!r} (columns: {', '.join(table.column_names)}).")
     for i, row in enumerate(table.to_pylist()):
         number = shard.start + i + 1
         yield record_from_row(row, shard, number, opts)
@@ -379,7 +385,7 @@ def run_local(model: str, todo: List[Shard], out: Path, opts: Options, n_process
             words += doc_words
             bar.update(texts)
             if bar.n % 200 == 0:
-                bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s")
+                bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s", refresh=False)
 
         for shard in todo:
             results.append(annotate_shard(nlp, shard, out, opts, n_process, progress))
@@ -448,14 +454,29 @@ def run_ray(model: str, todo: List[Shard], out: Path, opts: Options, actors: int
                 bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s")
         return results
     except Exception as err:
-        cause = getattr(err, "cause", None) or err
-        text = str(cause)
-        for line in reversed(text.splitlines()):  # Ray wraps the worker's exception
-            if "BadInput: " in line:
-                raise BadInput(line.split("BadInput: ", 1)[1]) from None
+        bad = worker_bad_input(err)
+        if bad is not None:
+            raise bad from None
         raise
     finally:
         ray.shutdown()
+
+
+def worker_bad_input(err: BaseException) -> Optional[BadInput]:
+    """The BadInput that a Ray worker raised, out of the exceptions Ray wraps it in."""
+    seen, todo = set(), [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, BadInput):
+            return BadInput(str(e))
+        for line in reversed(str(e).splitlines()):  # the worker's traceback, as text
+            if "BadInput: " in line:
+                return BadInput(line.split("BadInput: ", 1)[1].strip())
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None
 
 
 def annotate(model: str, source: Path, out: Path, opts: Options, *, engine: str = "local", n_process: int = 1,
@@ -463,7 +484,7 @@ def annotate(model: str, source: Path, out: Path, opts: Options, *, engine: str 
              overwrite: bool = False) -> Dict:  # fmt: skip
     """Annotate every shard of SOURCE not yet in OUT; returns the run's summary."""
     files = input_files(source)
-    shards, unreadable = plan(source, shard_size)
+    shards, unreadable = plan(source, shard_size, opts.text_field)
     if unreadable and opts.errors == "stop":
         raise BadInput(error_text(unreadable[0]))
     prepare_output(Path(out), fingerprint(model, source, shard_size, opts, files), overwrite)

@@ -261,3 +261,38 @@ def test_line_starts_find_shard_offsets(tmp_path):
     assert lines == 5 and starts == [0, 5, 14]
     path.write_bytes(b"a\nbb\n")
     assert ann.line_starts(path, 2) == ([0], 2)
+
+
+def test_line_starts_match_a_plain_split_for_any_chunk_size(tmp_path, monkeypatch):
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path / "x.txt"
+    for _ in range(200):
+        lines = [b"x" * rng.randint(0, 5) for _ in range(rng.randint(0, 40))]
+        data = b"\n".join(lines) + (b"\n" if lines and rng.random() < 0.5 else b"")
+        path.write_bytes(data)
+        every = rng.randint(1, 6)
+        monkeypatch.setattr(ann, "CHUNK", rng.randint(1, 9))
+        n = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+        line_offsets = [0] + [i + 1 for i, byte in enumerate(data) if byte == 10][: max(n - 1, 0)]
+        offsets = line_offsets[::every] or [0]
+        assert ann.line_starts(path, every) == (offsets, n)
+
+
+def test_a_parquet_file_without_the_text_column(model, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("Zeus in London\n")
+    pq.write_table(pa.table({"body": ["Zeus"]}), tmp_path / "in" / "b.parquet")
+    with pytest.raises(BadInput, match=r"^b\.parquet: no column 'text' \(columns: body\)"):
+        run(model, tmp_path / "in", tmp_path / "out")
+    summary = run(model, tmp_path / "in", tmp_path / "skip", errors="skip")
+    assert summary["texts"] == 1 and summary["errors"] == 1
+
+
+def test_bad_input_under_ray_names_file_and_line(model, tmp_path):
+    pytest.importorskip("ray")
+    bad = write_bad(tmp_path / "in", "no text field")
+    with pytest.raises(BadInput, match=rf"^{bad.name}, line 2: no 'text' field"):
+        run(model, tmp_path / "in", tmp_path / "out", engine="ray", actors=2, shard_size=10)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
