@@ -41,3 +41,16 @@ def run_cli(*args, cwd=ROOT, env=None):
         capture_output=True,
         text=True,
     )
+
+
+def fetch_error(source) -> str:
+    """The DataError message of loading and checking a MultiNERD source (it must fail)."""
+    from scripts import fetch
+    from scripts.corpus import DataError, check_sentences
+    from scripts.labels import MULTINERD_TYPES, SPLITS
+
+    with pytest.raises(DataError) as err:
+        splits = fetch.load("multinerd", str(source))
+        for split in SPLITS:
+            check_sentences(splits[split], MULTINERD_TYPES)
+    return str(err.value)

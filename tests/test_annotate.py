@@ -165,6 +165,9 @@ def test_an_interrupted_run_resumes_after_its_finished_shards(model, tmp_path, m
         run(model, tmp_path / "in", out, shard_size=10)
     assert sorted(p.name for p in out.glob("part-*")) == ["part-000000.jsonl", "part-000001.jsonl", "part-000002.jsonl"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no half-written file
+    assert json.loads((out / "manifest.json").read_text())["shard_size"] == 10
+    killed = out / ".part-000004.jsonl.tmp-99999"  # what a killed worker process leaves
+    killed.write_text('{"id": "half')
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
     monkeypatch.setattr(ann, "annotate_shard", real)
     calls.clear()
@@ -172,6 +175,7 @@ def test_an_interrupted_run_resumes_after_its_finished_shards(model, tmp_path, m
     monkeypatch.setattr(ann, "annotate_shard", lambda nlp, shard, *a, **k: resumed.append(shard.index) or real(nlp, shard, *a, **k))
     summary = run(model, tmp_path / "in", out, shard_size=10)
     assert resumed == [3, 4, 5, 6] and summary["shards_skipped"] == 3
+    assert not killed.exists()
     assert all(out.joinpath(name).stat().st_mtime_ns == t for name, t in before.items())  # not redone
     fresh = tmp_path / "fresh"
     run(model, tmp_path / "in", fresh, shard_size=10)
@@ -288,6 +292,12 @@ def test_a_parquet_file_without_the_text_column(model, tmp_path):
         run(model, tmp_path / "in", tmp_path / "out")
     summary = run(model, tmp_path / "in", tmp_path / "skip", errors="skip")
     assert summary["texts"] == 1 and summary["errors"] == 1
+
+
+def test_bad_input_in_a_worker_process_names_file_and_line(model, tmp_path):
+    bad = write_bad(tmp_path / "in", "empty text")
+    with pytest.raises(BadInput, match=rf"^{bad.name}, line 2: empty text"):
+        run(model, tmp_path / "in", tmp_path / "out", n_process=2, shard_size=10)
 
 
 def test_bad_input_under_ray_names_file_and_line(model, tmp_path):

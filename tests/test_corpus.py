@@ -14,10 +14,10 @@ from spacy.tokens import Doc, DocBin
 
 from scripts import convert as convert_mod
 from scripts import fetch
-from scripts.corpus import DataError, EncodedSplit, Sentences, check_sentences, read_jsonl, write_jsonl
+from scripts.corpus import DataError, EncodedSplit, Sentences, read_jsonl, write_jsonl
 from scripts.labels import DATASETS, MULTINERD_TAGS, MULTINERD_TYPES, SCHEMES, SPLITS, Reference
 
-from .conftest import FIXTURE, HUB_SPLIT_FILES, read_rows, run_cli
+from .conftest import FIXTURE, HUB_SPLIT_FILES, fetch_error, read_rows, run_cli
 
 SCHEME_B = ("PER", "ORG", "LOC", "DIS", "ANIM")
 
@@ -128,14 +128,6 @@ def doctored(fixture_rows, split, line, **changes):
     rows = {s: [dict(r) for r in rs] for s, rs in fixture_rows.items()}
     rows[split][line - 1].update(changes)
     return rows
-
-
-def fetch_error(directory) -> str:
-    with pytest.raises(DataError) as err:
-        splits = fetch.load("multinerd", str(directory))
-        for split in SPLITS:
-            check_sentences(splits[split], MULTINERD_TYPES)
-    return str(err.value)
 
 
 def test_tag_id_out_of_range_names_file_and_sentence(tmp_path, fixture_rows):

@@ -10,11 +10,11 @@ import huggingface_hub
 import pytest
 
 from scripts import fetch, hub
-from scripts.corpus import DataError, check_sentences
+from scripts.corpus import DataError
 from scripts.labels import MULTINERD_HUB_FILES, MULTINERD_HUB_ID, MULTINERD_LANGUAGES, MULTINERD_TAGS
-from scripts.labels import MULTINERD_TYPES, SPLITS
+from scripts.labels import SPLITS
 
-from .conftest import FIXTURE, ROOT, read_rows, run_cli
+from .conftest import FIXTURE, ROOT, fetch_error, read_rows, run_cli
 from .tiny_transformer import build_tiny_transformer, fixture_texts
 
 HUB_DIRS = {"train": "train", "dev": "val", "test": "test"}
@@ -187,14 +187,6 @@ def doctored_copy(tmp_path, split, line, **changes) -> Path:
     return source
 
 
-def load_error(source) -> str:
-    with pytest.raises(DataError) as err:
-        splits = fetch.load("multinerd", str(source))
-        for split in SPLITS:
-            check_sentences(splits[split], MULTINERD_TYPES)
-    return str(err.value)
-
-
 @pytest.mark.parametrize("layout", ["hub copy", "flat files"])
 def test_string_tag_ids_are_reported_at_their_line(tmp_path, layout):
     rows = english("dev")
@@ -211,7 +203,7 @@ def test_string_tag_ids_are_reported_at_their_line(tmp_path, layout):
         all_rows[4]["ner_tags"] = [str(t) for t in all_rows[4]["ner_tags"]]
         write_jsonl(source / "validation.jsonl", all_rows)
         name = "validation.jsonl"
-    message = load_error(source)
+    message = fetch_error(source)
     assert name in message and "(line 5)" in message
     assert "holds strings" in message and "not integer tag ids" in message
     assert "extension" not in message and "arrow" not in message
@@ -220,7 +212,7 @@ def test_string_tag_ids_are_reported_at_their_line(tmp_path, layout):
 def test_an_empty_token_is_rejected_with_file_and_line(tmp_path):
     tokens = list(english("test")[6]["tokens"])
     tokens[2] = ""
-    message = load_error(doctored_copy(tmp_path, "test", 7, tokens=tokens))
+    message = fetch_error(doctored_copy(tmp_path, "test", 7, tokens=tokens))
     assert "test_en.jsonl" in message and "(line 7)" in message
     assert "token 3 is an empty string" in message
 
@@ -228,5 +220,5 @@ def test_an_empty_token_is_rejected_with_file_and_line(tmp_path):
 def test_a_null_tag_id_is_reported_at_its_sentence(tmp_path):
     tags = list(english("train")[3]["ner_tags"])
     tags[1] = None
-    message = load_error(doctored_copy(tmp_path, "train", 4, ner_tags=tags))
+    message = fetch_error(doctored_copy(tmp_path, "train", 4, ner_tags=tags))
     assert "train_en.jsonl" in message and "(line 4)" in message and "token 2" in message
