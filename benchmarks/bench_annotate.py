@@ -1,0 +1,158 @@
+"""Benchmark `scripts/annotate.py` on a corpus of at least 100,000 sentences: one process,
+nlp.pipe with n_process=2, and local Ray with 2 actors, each run in its own process tree.
+
+The corpus is the CoNLL-2003 sentences (assets/conll2003/*.jsonl, tokens joined by spaces)
+repeated to --sentences, written as --files text files (so that Ray reads files in
+parallel). Each system annotates it from scratch (--overwrite); the figures are wall time
+(start-up included: Ray, the pipeline loads), words/s over that wall time, and the peak
+resident memory summed over the process tree (sampled every 0.2 s; Ray's shared object store
+is counted in each process that maps it, so its figure is an upper bound). One more run
+annotates a quarter of the corpus in one process: its peak memory against the full corpus's
+shows whether memory stays flat as the input grows. The outputs of all systems must be the
+same, shard for shard.
+
+    python -m benchmarks.bench_annotate --model training/conll2003_a/model-best --repeats 2
+"""
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import typer
+
+from benchmarks.common import ROOT, child_env
+
+SYSTEMS = {
+    "one process": ["--engine", "local", "--n-process", "1"],
+    "n_process=2": ["--engine", "local", "--n-process", "2"],
+    "ray, 2 actors": ["--engine", "ray", "--actors", "2"],
+}
+
+
+def slug(name: str) -> str:
+    return "out-" + "".join(c if c.isalnum() else "-" for c in name)
+
+
+def conll_sentences(assets: Path) -> List[str]:
+    texts = []
+    for split in ("train", "dev", "test"):
+        for line in (assets / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+            texts.append(" ".join(json.loads(line)["tokens"]))
+    return texts
+
+
+def write_corpus(texts: List[str], sentences: int, files: int, folder: Path) -> int:
+    """`sentences` texts (the corpus repeated) in `files` text files; returns their words."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.txt"):
+        old.unlink()
+    per_file = -(-sentences // files)
+    words = 0
+    for f in range(files):
+        with open(folder / f"part-{f:02d}.txt", "w", encoding="utf-8") as out:
+            for i in range(f * per_file, min(sentences, (f + 1) * per_file)):
+                text = texts[i % len(texts)]
+                out.write(text + "\n")
+                words += text.count(" ") + 1
+    return words
+
+
+def tree_rss(process) -> int:
+    """Resident bytes of a process and all its descendants."""
+    import psutil
+
+    total = 0
+    for p in [process] + process.children(recursive=True):
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def run(model: str, corpus: Path, out: Path, args: List[str], shard_size: int) -> Dict:
+    import psutil
+
+    cmd = [sys.executable, "-m", "scripts.annotate", model, str(corpus), str(out), "--shard-size",
+           str(shard_size), "--overwrite", *args]  # fmt: skip
+    log = out.parent / f"{out.name}.log"  # a file, not a pipe: the progress bar would fill a pipe
+    start = time.perf_counter()
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=sink, stderr=subprocess.STDOUT)
+        watched, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, tree_rss(watched))
+            except psutil.NoSuchProcess:
+                pass
+            time.sleep(0.2)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{log.read_text()[-4000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall_s": wall, "words": summary["words"], "texts": summary["texts"],
+            "words_per_s": summary["words"] / wall, "peak_rss_mib": peak / 2**20}  # fmt: skip
+
+
+def same_outputs(a: Path, b: Path) -> bool:
+    parts = sorted(p.name for p in a.glob("part-*"))
+    return parts == sorted(p.name for p in b.glob("part-*")) and all(
+        (a / p).read_bytes() == (b / p).read_bytes() for p in parts
+    )
+
+
+def main(
+    model: str = typer.Option(str(ROOT / "training" / "conll2003_a" / "model-best"), help="A trained pipeline"),
+    assets: Path = typer.Option(ROOT / "assets" / "conll2003", help="CoNLL-2003 as `fetch` writes it"),
+    sentences: int = typer.Option(100_000, help="Corpus size (the CoNLL sentences repeated)"),
+    files: int = typer.Option(4),
+    shard_size: int = typer.Option(5_000),
+    repeats: int = typer.Option(2),
+    work: Path = typer.Option(ROOT / "benchmarks" / "runs" / "annotate"),
+    output: Path = typer.Option(ROOT / "benchmarks" / "runs" / "annotate.json"),
+):
+    """Annotate the corpus with each system, twice; print and save words/s and peak memory."""
+    import os
+    import platform
+
+    texts = conll_sentences(assets)
+    words = write_corpus(texts, sentences, files, work / "corpus")
+    quarter = write_corpus(texts, sentences // 4, files, work / "corpus-quarter")
+    print(f"{sentences:,} sentences, {words:,} words in {files} files (CoNLL-2003's {len(texts):,} "
+          f"sentences repeated); model {model}; {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")  # fmt: skip
+    results: Dict[str, List[Dict]] = {name: [] for name in SYSTEMS}
+    results["one process, quarter corpus"] = []
+    for repeat in range(repeats):
+        for name, args in SYSTEMS.items():
+            r = run(model, work / "corpus", work / slug(name), args, shard_size)
+            results[name].append(r)
+            print(f"run {repeat + 1} {name:>14}: {r['wall_s']:7.1f} s, {r['words_per_s']:9,.0f} words/s, "
+                  f"peak {r['peak_rss_mib']:7,.0f} MiB")  # fmt: skip
+        r = run(model, work / "corpus-quarter", work / "out-quarter", SYSTEMS["one process"], shard_size)
+        results["one process, quarter corpus"].append(r)
+        print(f"run {repeat + 1}  quarter corpus: {r['wall_s']:7.1f} s, peak {r['peak_rss_mib']:7,.0f} MiB")
+    outs = [work / slug(n) for n in SYSTEMS]
+    same = all(same_outputs(outs[0], o) for o in outs[1:])
+    base = statistics.median(r["words_per_s"] for r in results["one process"])
+    print(f"\nmedian of {repeats} ({sentences:,} sentences; wall time includes start-up)")
+    print(f"{'system':>28} {'words/s':>9} {'x one process':>14} {'peak MiB':>9}")
+    table = {}
+    for name, runs in results.items():
+        rate = statistics.median(r["words_per_s"] for r in runs)
+        peak = statistics.median(r["peak_rss_mib"] for r in runs)
+        table[name] = {"words_per_s": rate, "ratio": rate / base, "peak_rss_mib": peak, "runs": runs}
+        print(f"{name:>28} {rate:9,.0f} {rate / base:14.2f} {peak:9,.0f}")
+    print(f"outputs of all systems identical, shard for shard: {same}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"sentences": sentences, "words": words, "quarter_words": quarter, "files": files,
+            "shard_size": shard_size, "model": model, "repeats": repeats, "identical_outputs": same}  # fmt: skip
+    output.write_text(json.dumps({"meta": meta, "systems": table}, indent=2) + "\n")
+    if not same:
+        raise SystemExit("the systems' outputs differ")
+
+
+if __name__ == "__main__":
+    typer.run(main)
