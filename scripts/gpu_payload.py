@@ -109,6 +109,15 @@ def stub_wheel(directory: Path, name: str, version: str) -> Path:
     return path
 
 
+def set_target(python: str) -> None:
+    """Resolve for another CPython than the image's 3.12 (e.g. "3.11")."""
+    global PYTHON
+    if not re.fullmatch(r"3\.\d+", python):
+        raise ValueError(f"--python takes a CPython version such as 3.12, not {python!r}")
+    PYTHON = python
+    TARGET_ENV.update(python_version=python, python_full_version=f"{python}.0")
+
+
 def platform_args() -> List[str]:
     args = ["--python-version", PYTHON, "--implementation", "cp", "--abi", f"cp{PYTHON.replace('.', '')}"]
     for tag in MANYLINUX:
@@ -239,9 +248,11 @@ def main(
                                                 help="The image's `python3 -m pip list --format=freeze`; default: the built-in list"),
     leave: List[str] = typer.Option([], "--leave", help="A package the image has (any version) or that the GPU steps do not need: not carried (repeatable)"),
     pack_site: bool = typer.Option(False, "--pack", help="Also write OUT/site.tar.xz: the wheels installed here, debug symbols stripped (a fraction of their size), with its own one-line install"),
+    python: str = typer.Option(PYTHON, help="The GPU machine's CPython version"),
 ):  # fmt: skip
     """Download the cp312 manylinux wheels the project needs on a GPU machine whose image has
     torch and CuPy, into OUT, with the one-line install in OUT/INSTALL."""
+    set_target(python)
     image = read_freeze(image_freeze) if image_freeze else dict(IMAGE_PACKAGES)
     image = {canonicalize_name(k): v for k, v in image.items()}
     image.update({canonicalize_name(name): ANY for name in leave})

@@ -4,6 +4,8 @@ download needs PyPI: `python -m scripts.gpu_payload --pack`, figures in the READ
 import json
 import tarfile
 
+import pytest
+
 from packaging.requirements import Requirement
 
 from scripts import gpu_payload as gp
@@ -111,3 +113,17 @@ def test_only_shared_libraries_are_stripped():
         assert gp.SHARED_LIBRARY.search(name), name
     for name in ("v0.7.1.some-named-index.parquet", "notes.sources", "x.so.txt"):
         assert not gp.SHARED_LIBRARY.search(name), name
+
+
+def test_another_python_version_can_be_targeted():
+    try:
+        gp.set_target("3.11")
+        args = gp.platform_args()
+        assert args[:2] == ["--python-version", "3.11"] and "cp311" in args
+        assert gp.TARGET_ENV["python_version"] == "3.11"
+        assert not Requirement('x; python_version >= "3.12"').marker.evaluate(gp.TARGET_ENV)
+        with pytest.raises(ValueError):
+            gp.set_target("py3")
+    finally:
+        gp.set_target("3.12")
+    assert gp.platform_args()[1] == "3.12"
