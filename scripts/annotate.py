@@ -37,7 +37,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import typer
 from wasabi import msg
@@ -96,7 +96,6 @@ class ShardResult:
     texts: int = 0
     words: int = 0
     errors: int = 0
-    seconds: float = 0.0
 
 
 # --- the plan: which shards the input holds ----------------------------------------------
@@ -141,13 +140,13 @@ def line_starts(path: Path, every: int) -> Tuple[List[int], int]:
     return starts, lines
 
 
-def plan(source: Path, shard_size: int, text_field: str = "text") -> Tuple[List[Shard], List[Dict]]:
-    """The shards of the input, and the files that cannot be read (as error records)."""
+def plan(files: List[Tuple[Path, str]], shard_size: int, text_field: str = "text") -> Tuple[List[Shard], List[Dict]]:
+    """The shards of the input files, and the files that cannot be read (as error records)."""
     import pyarrow.parquet as pq
 
     shards: List[Shard] = []
     unreadable: List[Dict] = []
-    for path, name in input_files(source):
+    for path, name in files:
         kind = SUFFIXES[path.suffix]
         try:
             if kind == "parquet":
@@ -260,7 +259,6 @@ def entities(doc) -> List[Dict]:
 def annotate_shard(nlp, shard: Shard, out: Path, opts: Options, progress=None) -> ShardResult:
     """Read, annotate and write one shard (its errors first, then the output in one rename).
     With --errors stop, a bad record raises BadInput before anything of the shard is written."""
-    start = time.perf_counter()
     max_length = opts.max_length or nlp.max_length
     records: List[Record] = []
     errors: List[Dict] = []
@@ -283,7 +281,7 @@ def annotate_shard(nlp, shard: Shard, out: Path, opts: Options, progress=None) -
         if progress is not None:
             progress(1, len(doc))
     write_shard(shard, out, opts, records, docs, errors)
-    return ShardResult(shard.index, len(records), sum(len(d) for d in docs), len(errors), time.perf_counter() - start)
+    return ShardResult(shard.index, len(records), sum(len(d) for d in docs), len(errors))
 
 
 def atomic_write(path: Path, write) -> None:
@@ -323,12 +321,14 @@ def write_shard(shard: Shard, out: Path, opts: Options, records, docs, errors) -
     import pyarrow.parquet as pq
 
     entity = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())])
-    try:
-        table = pa.Table.from_pylist(rows) if rows else pa.table({"id": pa.array([], pa.string())})
-        table = table.set_column(table.column_names.index("entities"), "entities",
-                                 pa.array([row["entities"] for row in rows], pa.list_(entity))) if rows else table  # fmt: skip
+    entities_column = pa.array([row["entities"] for row in rows], pa.list_(entity))
+    try:  # the other fields as Arrow infers them; the entities with their own type
+        table = pa.Table.from_pylist([{k: v for k, v in row.items() if k != "entities"} for row in rows])
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise BadInput(f"{shard.name}: its fields do not make one Parquet table ({err}); use --format jsonl.") from None
+    if not rows:
+        table = pa.table({"id": pa.array([], pa.string())})
+    table = table.add_column(1, "entities", entities_column)
     atomic_write(target, lambda p: pq.write_table(table, p))
 
 
@@ -375,7 +375,12 @@ def load_pipeline(model: str, gpu_id: int = -1):
     return spacy.load(model)
 
 
+def words_per_second(words: int, started: float) -> str:
+    return f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s"
+
+
 def run_local(model: str, todo: List[Shard], out: Path, opts: Options, gpu_id: int, total: int) -> List[ShardResult]:
+    """This process, one shard after the other; the progress bar moves with every text."""
     from tqdm import tqdm
 
     nlp = load_pipeline(model, gpu_id)
@@ -388,11 +393,29 @@ def run_local(model: str, todo: List[Shard], out: Path, opts: Options, gpu_id: i
             words += doc_words
             bar.update(texts)
             if bar.n % 200 == 0:
-                bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s", refresh=False)
+                bar.set_postfix_str(words_per_second(words, started), refresh=False)
 
         for shard in todo:
             results.append(annotate_shard(nlp, shard, out, opts, progress))
-            bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s")
+            bar.set_postfix_str(words_per_second(words, started))
+    return results
+
+
+def follow(finished: Iterable[Dict], todo: List[Shard], total: int, desc: str) -> List[ShardResult]:
+    """Collect the results of shards annotated elsewhere (worker processes, Ray actors) as
+    they finish, with a progress bar that moves a shard at a time."""
+    from tqdm import tqdm
+
+    sizes = {s.index: s.count for s in todo}
+    results: List[ShardResult] = []
+    started, words = time.perf_counter(), 0
+    with tqdm(total=total, unit=" texts", desc=desc) as bar:
+        for row in finished:
+            result = ShardResult(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+            results.append(result)
+            words += result.words
+            bar.update(sizes[result.index])
+            bar.set_postfix_str(words_per_second(words, started))
     return results
 
 
@@ -419,21 +442,11 @@ def run_processes(model: str, todo: List[Shard], out: Path, opts: Options, n_pro
     to the parent process: on our 2-core machine that ran at 0.81x one process.)"""
     import multiprocessing
 
-    from tqdm import tqdm
-
     ctx = multiprocessing.get_context("spawn")  # fork and torch's threads do not mix
     threads = max(1, (os.cpu_count() or 1) // n_process)
-    results: List[ShardResult] = []
-    started, words = time.perf_counter(), 0
-    sizes = {s.index: s.count for s in todo}
-    with ctx.Pool(n_process, _worker_init, (model, str(out), asdict(opts), threads)) as pool, \
-            tqdm(total=total, unit=" texts", desc=f"annotate ({n_process} processes)") as bar:  # fmt: skip
-        for result in pool.imap_unordered(_worker_run, [asdict(s) for s in todo]):
-            results.append(ShardResult(**result))
-            words += result["words"]
-            bar.update(sizes[result["index"]])
-            bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s")
-    return results
+    with ctx.Pool(n_process, _worker_init, (model, str(out), asdict(opts), threads)) as pool:
+        finished = pool.imap_unordered(_worker_run, [asdict(s) for s in todo])
+        return follow(finished, todo, total, f"annotate ({n_process} processes)")
 
 
 class ShardAnnotator:
@@ -451,17 +464,17 @@ class ShardAnnotator:
         for values in zip(*(batch[k] for k in SHARD_FIELDS)):
             spec = {k: (v.item() if hasattr(v, "item") else v) for k, v in zip(SHARD_FIELDS, values)}
             results.append(annotate_shard(self.nlp, Shard(**spec), self.out, self.opts))
-        return {k: numpy.array([getattr(r, k) for r in results]) for k in ("index", "texts", "words", "errors", "seconds")}
+        return {k: numpy.array([getattr(r, k) for r in results]) for k in RESULT_FIELDS}
 
 
 SHARD_FIELDS = [f.name for f in Shard.__dataclass_fields__.values()]
+RESULT_FIELDS = [f.name for f in ShardResult.__dataclass_fields__.values()]
 
 
 def run_ray(model: str, todo: List[Shard], out: Path, opts: Options, actors: int, gpus_per_actor: Optional[float], total: int) -> List[ShardResult]:
-    import ray
-    from tqdm import tqdm
-
     import logging
+
+    import ray
 
     address = os.environ.get("RAY_ADDRESS")
     # the workers import this package from the copy Ray ships them (a cluster has no checkout)
@@ -485,17 +498,7 @@ def run_ray(model: str, todo: List[Shard], out: Path, opts: Options, actors: int
                                    "use_gpu": gpus_per_actor > 0},
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, num_gpus=gpus_per_actor,
         )  # fmt: skip
-        results = []
-        sizes = {s.index: s.count for s in todo}
-        started, words = time.perf_counter(), 0
-        with tqdm(total=total, unit=" texts", desc="annotate (ray)") as bar:
-            for row in annotated.iter_rows():
-                result = ShardResult(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
-                results.append(result)
-                words += result.words
-                bar.update(sizes[result.index])
-                bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s")
-        return results
+        return follow(annotated.iter_rows(), todo, total, "annotate (ray)")
     except Exception as err:
         bad = worker_bad_input(err)
         if bad is not None:
@@ -527,7 +530,7 @@ def annotate(model: str, source: Path, out: Path, opts: Options, *, engine: str 
              overwrite: bool = False) -> Dict:  # fmt: skip
     """Annotate every shard of SOURCE not yet in OUT; returns the run's summary."""
     files = input_files(source)
-    shards, unreadable = plan(source, shard_size, opts.text_field)
+    shards, unreadable = plan(files, shard_size, opts.text_field)
     if unreadable and opts.errors == "stop":
         raise BadInput(error_text(unreadable[0]))
     prepare_output(Path(out), fingerprint(model, source, shard_size, opts, files), overwrite)

@@ -45,7 +45,7 @@ def check_transformer(name: str) -> None:
     except Exception as err:
         fail(
             name,
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            hub.first_line(err),
             f"{name} is a local path but not a Hugging Face model directory (config.json and "
             "tokenizer files)."
             if local

@@ -21,6 +21,8 @@ from typing import List, Optional, Tuple
 import typer
 from wasabi import msg
 
+from .hub import first_line
+
 # The CuPy wheel for each CUDA major version of torch. `[ctk]` installs the CUDA libraries CuPy
 # loads (cuBLAS, NVRTC, cuRAND...) from pip, so no system CUDA toolkit is needed.
 # requirements-gpu.txt holds the line for CUDA 13, pip's default torch on Linux (tested).
@@ -76,11 +78,6 @@ def cupy_distributions() -> List[Tuple[str, str]]:
         if name == "cupy" or name.startswith(("cupy-cuda", "cupy-rocm")):
             found.add((name, dist.version))
     return sorted(found)
-
-
-def first_line(err) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".strip()
 
 
 def probe(gpu_id: int) -> Probe:
@@ -202,7 +199,7 @@ def problems(p: Probe) -> List[Tuple[str, str]]:
     elif p.gpu_id >= seen:
         found.append((
             f"there is no GPU {p.gpu_id}: {seen} device(s) visible, ids 0-{seen - 1}",
-            f"--vars.gpu_id={min(p.gpu_id, seen - 1) if seen else 0}",
+            f"--vars.gpu_id={seen - 1}",
         ))  # fmt: skip
     return found
 
@@ -212,9 +209,10 @@ def config_uses_mixed_precision(config: Path, mixed_precision: bool) -> bool:
     project.yml runs it, puts a transformer in fp16 mixed precision."""
     from spacy.util import load_config
 
-    raw = load_config(config, interpolate=False)
-    overrides = {"system.mixed_precision": mixed_precision} if "mixed_precision" in raw.get("system", {}) else {}
-    cfg = load_config(config, overrides=overrides, interpolate=True)
+    cfg = load_config(config, interpolate=False)
+    if "mixed_precision" in cfg.get("system", {}):
+        cfg["system"]["mixed_precision"] = mixed_precision
+    cfg = cfg.interpolate()
     return any(
         cfg["components"].get(name, {}).get("model", {}).get("mixed_precision")
         for name in cfg["nlp"]["pipeline"]

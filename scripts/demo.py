@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import streamlit as st
 import typer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,19 +48,14 @@ EXAMPLES: Dict[str, str] = {
 }
 
 
+@st.cache_resource(show_spinner="Loading the pipeline")
 def load(name: str):
-    """spacy.load once per pipeline (cached across reruns of the page)."""
-    import streamlit as st
+    """spacy.load once per pipeline (cached across reruns and sessions of the page)."""
+    import spacy
 
-    @st.cache_resource(show_spinner=f"Loading {name}")
-    def _load(model: str):
-        import spacy
+    from scripts import architectures  # noqa: F401  (the trained pipelines' custom layers)
 
-        from scripts import architectures  # noqa: F401  (the trained pipelines' custom layers)
-
-        return spacy.load(model)
-
-    return _load(name)
+    return spacy.load(name)
 
 
 ENTITY_FACTORIES = ("ner", "beam_ner", "entity_ruler")
@@ -94,7 +90,6 @@ def score_rows(meta: Dict) -> Tuple[Optional[str], List[Dict[str, object]]]:
 def show_system(column, title: str, name: str, text: str) -> None:
     """One system's column: its name and labels, the displaCy view, its entities and scores."""
     import pandas as pd
-    import streamlit as st
     from spacy_streamlit import visualize_ner
 
     with column:
@@ -124,8 +119,6 @@ def show_system(column, title: str, name: str, text: str) -> None:
 
 def render(model_a: str, model_b: str) -> None:
     """The page: a text box and both systems on it, side by side."""
-    import streamlit as st
-
     st.set_page_config(page_title="MultiNERD NER: System A and System B", layout="wide")
     st.title("Fine-grained NER: System A and System B")
     st.markdown(

@@ -208,13 +208,8 @@ def hub_files(repo: str) -> Dict[str, Path]:
             for split, name in MULTINERD_HUB_FILES.items()
         }
     except Exception as err:  # no network and not cached, a missing repo or file, auth...
-        why = f"{reason}, and the files are not in the local cache" if reason else first_line(err)
+        why = f"{reason}, and the files are not in the local cache" if reason else hub.first_line(err)
         raise HubUnavailable(why) from None
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def load_hub(repo: str = MULTINERD_HUB_ID) -> Dict[str, Sentences]:

@@ -8,7 +8,6 @@ pytest.importorskip("spacy_streamlit")
 import spacy  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from scripts import demo  # noqa: E402
 from scripts.labels import ENTITY_COLORS, MULTINERD_TYPES, SCHEMES  # noqa: E402
 
 PATTERNS = {
@@ -100,8 +99,3 @@ def test_own_text_and_the_scores_from_the_meta(models):
 def test_colours_cover_every_type_and_differ():
     assert set(MULTINERD_TYPES) <= set(ENTITY_COLORS)
     assert len(set(ENTITY_COLORS.values())) == len(ENTITY_COLORS)
-
-
-def test_examples_show_the_fine_types():
-    assert len(demo.EXAMPLES) >= 5
-    assert all(len(text.split()) > 8 for text in demo.EXAMPLES.values())
