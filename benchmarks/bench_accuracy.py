@@ -11,11 +11,13 @@ time with the same number of threads each, so they see the same machine (or, wit
 --sequential, one after the other with all the threads; a shared machine may then change
 speed in between: on CPU each system times a bare linear layer before and after, and the
 summary warns when the machine's speed changed by over 15%). Needs the CoNLL corpus:
-    python -m spacy project run corpus . --vars.dataset=conll2003 --vars.source=../shared/data/conll2003
+    python -m spacy project run corpus . --vars.dataset=conll2003 \
+        --vars.source=../shared/data/conll2003
 
     python -m benchmarks.bench_accuracy --budget-minutes 20 --threads 1
     python -m benchmarks.bench_accuracy --budget-minutes 23 --threads 2 --sequential
 """
+
 import json
 import subprocess
 import sys
@@ -82,14 +84,26 @@ def hf_predict_tags(trainer, dataset, tokens, id2label):
     return result
 
 
-def run_hf(assets: Path, model_dir: Path, out: Path, budget_s: float, lr: float = HF_LR, gpu: bool = False,
-           calib_steps: int = 40):  # fmt: skip
+def run_hf(
+    assets: Path,
+    model_dir: Path,
+    out: Path,
+    budget_s: float,
+    lr: float = HF_LR,
+    gpu: bool = False,
+    calib_steps: int = 40,
+):
     import datasets
     import torch
     from seqeval.metrics import classification_report, f1_score
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer,
-                              DataCollatorForTokenClassification, Trainer, TrainerCallback,
-                              TrainingArguments)  # fmt: skip
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     torch.manual_seed(0)
     train_tok, train_tags = read_split(assets, "train")
@@ -122,14 +136,30 @@ def run_hf(assets: Path, model_dir: Path, out: Path, budget_s: float, lr: float 
             model_dir, num_labels=len(labels), id2label=id2label, label2id=label2id
         )
         args = TrainingArguments(
-            output_dir=str(out / "hf-trainer"), learning_rate=lr,
-            per_device_train_batch_size=HF_BATCH, per_device_eval_batch_size=64,
-            max_steps=max_steps, lr_scheduler_type="linear", warmup_steps=0,
-            weight_decay=0.01, eval_strategy="no", save_strategy="no", logging_steps=50,
-            report_to=[], use_cpu=not gpu, fp16=gpu, seed=0, dataloader_num_workers=0,
-        )  # fmt: skip
-        return Trainer(model=model, args=args, train_dataset=train_ds.remove_columns("word_ids"),
-                       data_collator=collator, callbacks=[callback])  # fmt: skip
+            output_dir=str(out / "hf-trainer"),
+            learning_rate=lr,
+            per_device_train_batch_size=HF_BATCH,
+            per_device_eval_batch_size=64,
+            max_steps=max_steps,
+            lr_scheduler_type="linear",
+            warmup_steps=0,
+            weight_decay=0.01,
+            eval_strategy="no",
+            save_strategy="no",
+            logging_steps=50,
+            report_to=[],
+            use_cpu=not gpu,
+            fp16=gpu,
+            seed=0,
+            dataloader_num_workers=0,
+        )
+        return Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_ds.remove_columns("word_ids"),
+            data_collator=collator,
+            callbacks=[callback],
+        )
 
     clock = Clock()
     trainer_for(calib_steps, clock).train()
@@ -140,8 +170,13 @@ def run_hf(assets: Path, model_dir: Path, out: Path, budget_s: float, lr: float 
     trainer = trainer_for(max(10, int((budget_s - 5) / per_step)), clock)
     trainer.train()
     train_s = time.time() - start
-    scores = {"learning_rate": lr, "calibrated_s_per_step": per_step, "max_steps": trainer.args.max_steps,
-              "steps_done": trainer.state.global_step, "train_wall_s": train_s}  # fmt: skip
+    scores = {
+        "learning_rate": lr,
+        "calibrated_s_per_step": per_step,
+        "max_steps": trainer.args.max_steps,
+        "steps_done": trainer.state.global_step,
+        "train_wall_s": train_s,
+    }
     for split in ("dev", "test"):
         tokens, tags, ds = to_dataset(split)
         pred = hf_predict_tags(trainer, ds.remove_columns("labels"), tokens, id2label)
@@ -162,13 +197,31 @@ def spacy_train_cmd(config, corpus, model_dir, output, steps, extra, gpu_id: int
     """`spacy train` of a config on the CoNLL corpus with the backbone and the step timer's
     code; on a GPU with mixed precision."""
     return [
-        sys.executable, "-m", "spacy", "train", str(config), "--output", str(output),
-        "--code", str(ROOT / "benchmarks" / "spacy_code.py"),
-        "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy"),
-        "--paths.transformer", str(model_dir), "--paths.log", str(output / "train_log.jsonl"),
-        "--system.mixed_precision", str(gpu_id >= 0).lower(), "--gpu-id", str(gpu_id),
-        "--training.max_steps", str(steps), *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "spacy",
+        "train",
+        str(config),
+        "--output",
+        str(output),
+        "--code",
+        str(ROOT / "benchmarks" / "spacy_code.py"),
+        "--paths.train",
+        str(corpus / "train.spacy"),
+        "--paths.dev",
+        str(corpus / "dev.spacy"),
+        "--paths.transformer",
+        str(model_dir),
+        "--paths.log",
+        str(output / "train_log.jsonl"),
+        "--system.mixed_precision",
+        str(gpu_id >= 0).lower(),
+        "--gpu-id",
+        str(gpu_id),
+        "--training.max_steps",
+        str(steps),
+        *extra,
+    ]
 
 
 def read_steps(path: Path):
@@ -176,17 +229,37 @@ def read_steps(path: Path):
     return [(int(s), float(t)) for s, t in rows]
 
 
-def run_spacy(corpus: Path, model_dir: Path, out: Path, budget_s: float, config: Path,
-              settings: Dict[str, object], dev_limit: int, gpu_id: int = -1, calib_steps: int = 30):  # fmt: skip
+def run_spacy(
+    corpus: Path,
+    model_dir: Path,
+    out: Path,
+    budget_s: float,
+    config: Path,
+    settings: Dict[str, object],
+    dev_limit: int,
+    gpu_id: int = -1,
+    calib_steps: int = 30,
+):
     extra = [x for k, v in settings.items() for x in (f"--{k}", str(v))]
     calib_dir = out / "spacy-calibration"
     timer = out / "spacy-steps.tsv"
     timer.unlink(missing_ok=True)
-    timing = ["--training.before_update", '{"@callbacks":"benchmarks.step_timer.v1","path":"%s"}' % timer]
+    timing = [
+        "--training.before_update",
+        '{"@callbacks":"benchmarks.step_timer.v1","path":"%s"}' % timer,
+    ]
     start = time.time()
-    cmd = spacy_train_cmd(config, corpus, model_dir, calib_dir, calib_steps,
-                          extra + ["--training.eval_frequency", "1000",
-                                   "--corpora.dev.limit", str(dev_limit)] + timing, gpu_id)  # fmt: skip
+    cmd = spacy_train_cmd(
+        config,
+        corpus,
+        model_dir,
+        calib_dir,
+        calib_steps,
+        extra
+        + ["--training.eval_frequency", "1000", "--corpora.dev.limit", str(dev_limit)]
+        + timing,
+        gpu_id,
+    )
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
     steps = read_steps(timer)
     setup = steps[0][1] - start
@@ -201,24 +274,61 @@ def run_spacy(corpus: Path, model_dir: Path, out: Path, budget_s: float, config:
     warmup = max(10, n // 10)
     final = out / "spacy-model"
     start = time.time()
-    cmd = spacy_train_cmd(config, corpus, model_dir, final, n, extra + [
-        "--training.eval_frequency", str(n), "--corpora.dev.limit", str(dev_limit),
-        "--training.optimizer.learn_rate.warmup_steps", str(warmup)], gpu_id)  # fmt: skip
+    cmd = spacy_train_cmd(
+        config,
+        corpus,
+        model_dir,
+        final,
+        n,
+        extra
+        + [
+            "--training.eval_frequency",
+            str(n),
+            "--corpora.dev.limit",
+            str(dev_limit),
+            "--training.optimizer.learn_rate.warmup_steps",
+            str(warmup),
+        ],
+        gpu_id,
+    )
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
     train_s = time.time() - start
-    scores = {"calibrated_s_per_step": per_step, "dev_eval_s": eval_s, "setup_s": setup,
-              "max_steps": n, "warmup_steps": warmup, "train_wall_s": train_s, "settings": settings}  # fmt: skip
+    scores = {
+        "calibrated_s_per_step": per_step,
+        "dev_eval_s": eval_s,
+        "setup_s": setup,
+        "max_steps": n,
+        "warmup_steps": warmup,
+        "train_wall_s": train_s,
+        "settings": settings,
+    }
     for split in ("dev", "test"):
         metrics = out / f"spacy-{split}.json"
         subprocess.run(
-            [sys.executable, "-m", "spacy", "evaluate", str(final / "model-best"),
-             str(corpus / f"{split}.spacy"), "--output", str(metrics), "--gold-preproc",
-             "--gpu-id", str(gpu_id),
-             "--code", str(ROOT / "benchmarks" / "spacy_code.py")],
-            check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "spacy",
+                "evaluate",
+                str(final / "model-best"),
+                str(corpus / f"{split}.spacy"),
+                "--output",
+                str(metrics),
+                "--gold-preproc",
+                "--gpu-id",
+                str(gpu_id),
+                "--code",
+                str(ROOT / "benchmarks" / "spacy_code.py"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
         m = json.loads(metrics.read_text())
-        scores[split] = {"f": m["ents_f"], "per_type": {k: v["f"] for k, v in m["ents_per_type"].items()}}
+        scores[split] = {
+            "f": m["ents_f"],
+            "per_type": {k: v["f"] for k, v in m["ents_per_type"].items()},
+        }
     return scores
 
 
@@ -258,15 +368,29 @@ def main(
     out: Path = typer.Option(ROOT / "benchmarks" / "runs" / "accuracy"),
     lr: float = typer.Option(2e-4, help="spaCy initial learning rate for the short budget"),
     batch_size: int = typer.Option(1000, help="spaCy batch size (padded words)"),
-    hf_lr: float = typer.Option(HF_LR, help="HF learning rate (the recipe: 5e-5; other values are a check "
-                                "of how much a tuned Trainer would gain)"),
-    dev_limit: int = typer.Option(300, help="dev sentences spaCy scores during training (a progress check; "
-                                  "both systems are then scored on the whole dev and test splits)"),
-    spacy_set: List[str] = typer.Option([], "--spacy-set", help="extra spaCy config override, KEY=VALUE (repeatable)"),
-    sequential: bool = typer.Option(False, help="Train one system after the other (each may then use all "
-                                    "the cores: --threads 2 on 2 cores) instead of side by side"),
-    gpu_id: int = typer.Option(-1, help="GPU for both systems' training and scoring (-1: CPU); with a GPU "
-                               "both train with fp16 mixed precision, one after the other"),
+    hf_lr: float = typer.Option(
+        HF_LR,
+        help="HF learning rate (the recipe: 5e-5; other values are a check "
+        "of how much a tuned Trainer would gain)",
+    ),
+    dev_limit: int = typer.Option(
+        300,
+        help="dev sentences spaCy scores during training (a progress check; "
+        "both systems are then scored on the whole dev and test splits)",
+    ),
+    spacy_set: List[str] = typer.Option(
+        [], "--spacy-set", help="extra spaCy config override, KEY=VALUE (repeatable)"
+    ),
+    sequential: bool = typer.Option(
+        False,
+        help="Train one system after the other (each may then use all "
+        "the cores: --threads 2 on 2 cores) instead of side by side",
+    ),
+    gpu_id: int = typer.Option(
+        -1,
+        help="GPU for both systems' training and scoring (-1: CPU); with a GPU "
+        "both train with fp16 mixed precision, one after the other",
+    ),
     only: str = typer.Option("", help="Run only 'hf' or 'spacy' (internal)"),
 ):
     """Train both systems side by side at the same budget; print and save their test F1."""
@@ -290,8 +414,16 @@ def main(
             result = run_hf(assets, model_dir, out, budget_s, hf_lr, gpu=gpu_id >= 0)
         else:
             # the parent sets CUDA_VISIBLE_DEVICES: the chosen GPU is device 0 here
-            result = run_spacy(corpus, model_dir, out, budget_s, config, settings, dev_limit,
-                               gpu_id=0 if gpu_id >= 0 else -1)  # fmt: skip
+            result = run_spacy(
+                corpus,
+                model_dir,
+                out,
+                budget_s,
+                config,
+                settings,
+                dev_limit,
+                gpu_id=0 if gpu_id >= 0 else -1,
+            )
         if cpu:
             result["machine_gflops"] = {"before": speed_before, "after": machine_gflops()}
         (out / f"{only}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -305,8 +437,11 @@ def main(
     for name in ("hf", "spacy"):
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_accuracy", *args, "--only", name],
-            env=env, cwd=ROOT, stdout=open(out / f"{name}.log", "w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=env,
+            cwd=ROOT,
+            stdout=open(out / f"{name}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
         if sequential:
             procs[name].wait()
     for name, proc in procs.items():
@@ -315,20 +450,34 @@ def main(
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in procs}
     how = "one after the other" if sequential else "side by side"
     where = f"GPU {gpu_id}" if gpu_id >= 0 else f"{threads} thread(s) each"
-    print(f"Budget {budget_minutes} min each, {where}, {how}; backbone {model_dir.name} ({encoder})")
+    print(
+        f"Budget {budget_minutes} min each, {where}, {how}; backbone {model_dir.name} ({encoder})"
+    )
     for name, r in results.items():
-        print(f"{name}: test F1 {100 * r['test']['f']:.2f}, dev F1 {100 * r['dev']['f']:.2f}, "
-              f"{r['max_steps']} steps planned ({r['calibrated_s_per_step']:.2f} s/step), "
-              f"training wall {r['train_wall_s'] / 60:.1f} min")  # fmt: skip
-        print("   per type (test F1): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in sorted(r["test"]["per_type"].items())))
+        print(
+            f"{name}: test F1 {100 * r['test']['f']:.2f}, dev F1 {100 * r['dev']['f']:.2f}, "
+            f"{r['max_steps']} steps planned ({r['calibrated_s_per_step']:.2f} s/step), "
+            f"training wall {r['train_wall_s'] / 60:.1f} min"
+        )
+        print(
+            "   per type (test F1): "
+            + ", ".join(f"{k} {100 * v:.2f}" for k, v in sorted(r["test"]["per_type"].items()))
+        )
     if gpu_id < 0:
         speeds = {name: r["machine_gflops"] for name, r in results.items()}
-        print("machine speed (torch Linear GFLOP/s, before and after training): "
-              + ", ".join(f"{name} {v['before']:.0f} -> {v['after']:.0f}" for name, v in speeds.items()))  # fmt: skip
+        print(
+            "machine speed (torch Linear GFLOP/s, before and after training): "
+            + ", ".join(
+                f"{name} {v['before']:.0f} -> {v['after']:.0f}" for name, v in speeds.items()
+            )
+        )
         drift = machine_drift(speeds)
         if drift > 0.15:
-            print(f"WARNING: the machine's speed changed by {100 * drift:.0f}% during the run: the systems "
-                  "did not train on the same machine; compare their steps, not only the wall clock")  # fmt: skip
+            print(
+                f"WARNING: the machine's speed changed by {100 * drift:.0f}% during the run: "
+                "the systems did not train on the same machine; compare their steps, not only "
+                "the wall clock"
+            )
     diff = 100 * (results["spacy"]["test"]["f"] - results["hf"]["test"]["f"])
     print(f"spaCy - HF Trainer: {diff:+.2f} F1 points on the test split")
 

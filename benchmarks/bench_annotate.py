@@ -13,6 +13,7 @@ same, shard for shard.
 
     python -m benchmarks.bench_annotate --model training/conll2003_a/model-best --repeats 2
 """
+
 import json
 import statistics
 import subprocess
@@ -76,12 +77,24 @@ def tree_rss(process) -> int:
 def run(model: str, corpus: Path, out: Path, args: List[str], shard_size: int) -> Dict:
     import psutil
 
-    cmd = [sys.executable, "-m", "scripts.annotate", model, str(corpus), str(out), "--shard-size",
-           str(shard_size), "--overwrite", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.annotate",
+        model,
+        str(corpus),
+        str(out),
+        "--shard-size",
+        str(shard_size),
+        "--overwrite",
+        *args,
+    ]
     log = out.parent / f"{out.name}.log"  # a file, not a pipe: the progress bar would fill a pipe
     start = time.perf_counter()
     with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=child_env(), stdout=sink, stderr=subprocess.STDOUT
+        )
         watched, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
             try:
@@ -93,8 +106,13 @@ def run(model: str, corpus: Path, out: Path, args: List[str], shard_size: int) -
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{log.read_text()[-4000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": wall, "words": summary["words"], "texts": summary["texts"],
-            "words_per_s": summary["words"] / wall, "peak_rss_mib": peak / 2**20}  # fmt: skip
+    return {
+        "wall_s": wall,
+        "words": summary["words"],
+        "texts": summary["texts"],
+        "words_per_s": summary["words"] / wall,
+        "peak_rss_mib": peak / 2**20,
+    }
 
 
 def same_outputs(a: Path, b: Path) -> bool:
@@ -105,8 +123,12 @@ def same_outputs(a: Path, b: Path) -> bool:
 
 
 def main(
-    model: str = typer.Option(str(ROOT / "training" / "conll2003_a" / "model-best"), help="A trained pipeline"),
-    assets: Path = typer.Option(ROOT / "assets" / "conll2003", help="CoNLL-2003 as `fetch` writes it"),
+    model: str = typer.Option(
+        str(ROOT / "training" / "conll2003_a" / "model-best"), help="A trained pipeline"
+    ),
+    assets: Path = typer.Option(
+        ROOT / "assets" / "conll2003", help="CoNLL-2003 as `fetch` writes it"
+    ),
     sentences: int = typer.Option(100_000, help="Corpus size (the CoNLL sentences repeated)"),
     files: int = typer.Option(4),
     shard_size: int = typer.Option(5_000),
@@ -121,19 +143,30 @@ def main(
     texts = conll_sentences(assets)
     words = write_corpus(texts, sentences, files, work / "corpus")
     quarter = write_corpus(texts, sentences // 4, files, work / "corpus-quarter")
-    print(f"{sentences:,} sentences, {words:,} words in {files} files (CoNLL-2003's {len(texts):,} "
-          f"sentences repeated); model {model}; {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")  # fmt: skip
+    print(
+        f"{sentences:,} sentences, {words:,} words in {files} files (CoNLL-2003's {len(texts):,} "
+        f"sentences repeated); model {model}; {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}"
+    )
     results: Dict[str, List[Dict]] = {name: [] for name in SYSTEMS}
     results["one process, quarter corpus"] = []
     for repeat in range(repeats):
         for name, args in SYSTEMS.items():
             r = run(model, work / "corpus", work / slug(name), args, shard_size)
             results[name].append(r)
-            print(f"run {repeat + 1} {name:>14}: {r['wall_s']:7.1f} s, {r['words_per_s']:9,.0f} words/s, "
-                  f"peak {r['peak_rss_mib']:7,.0f} MiB")  # fmt: skip
-        r = run(model, work / "corpus-quarter", work / "out-quarter", SYSTEMS["one process"], shard_size)
+            print(
+                f"run {repeat + 1} {name:>14}: {r['wall_s']:7.1f} s, "
+                f"{r['words_per_s']:9,.0f} words/s, "
+                f"peak {r['peak_rss_mib']:7,.0f} MiB"
+            )
+        r = run(
+            model, work / "corpus-quarter", work / "out-quarter", SYSTEMS["one process"], shard_size
+        )
         results["one process, quarter corpus"].append(r)
-        print(f"run {repeat + 1}  quarter corpus: {r['wall_s']:7.1f} s, peak {r['peak_rss_mib']:7,.0f} MiB")
+        print(
+            f"run {repeat + 1}  quarter corpus: {r['wall_s']:7.1f} s, "
+            f"peak {r['peak_rss_mib']:7,.0f} MiB"
+        )
     outs = [work / slug(n) for n in SYSTEMS]
     same = all(same_outputs(outs[0], o) for o in outs[1:])
     base = statistics.median(r["words_per_s"] for r in results["one process"])
@@ -143,12 +176,25 @@ def main(
     for name, runs in results.items():
         rate = statistics.median(r["words_per_s"] for r in runs)
         peak = statistics.median(r["peak_rss_mib"] for r in runs)
-        table[name] = {"words_per_s": rate, "ratio": rate / base, "peak_rss_mib": peak, "runs": runs}
+        table[name] = {
+            "words_per_s": rate,
+            "ratio": rate / base,
+            "peak_rss_mib": peak,
+            "runs": runs,
+        }
         print(f"{name:>28} {rate:9,.0f} {rate / base:14.2f} {peak:9,.0f}")
     print(f"outputs of all systems identical, shard for shard: {same}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"sentences": sentences, "words": words, "quarter_words": quarter, "files": files,
-            "shard_size": shard_size, "model": model, "repeats": repeats, "identical_outputs": same}  # fmt: skip
+    meta = {
+        "sentences": sentences,
+        "words": words,
+        "quarter_words": quarter,
+        "files": files,
+        "shard_size": shard_size,
+        "model": model,
+        "repeats": repeats,
+        "identical_outputs": same,
+    }
     output.write_text(json.dumps({"meta": meta, "systems": table}, indent=2) + "\n")
     if not same:
         raise SystemExit("the systems' outputs differ")

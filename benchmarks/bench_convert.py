@@ -8,6 +8,7 @@ dev, plus non-English rows that must be filtered out. Then times `fetch` (local 
 
     python -m benchmarks.bench_convert --repeats 2
 """
+
 import json
 import os
 import random
@@ -53,7 +54,9 @@ def write_split(path: Path, rng, n_english: int, exact: bool, vocab, foreign_sha
             length = max(4, int(rng.gauss(24, 9)))
             tokens = rng.choices(vocab, k=length)
             tags = [0] * length
-            slots = sorted(rng.sample(range(0, length, 4), min(len(ents), len(range(0, length, 4)))))
+            slots = sorted(
+                rng.sample(range(0, length, 4), min(len(ents), len(range(0, length, 4))))
+            )
             if len(slots) < len(ents):  # a long sentence for many entities
                 tokens += rng.choices(vocab, k=4 * (len(ents) - len(slots)))
                 tags += [0] * (len(tokens) - len(tags))
@@ -100,12 +103,23 @@ def main(
         env_py = sys.executable
         steps = {
             "fetch (local JSONL, English filter)": [
-                env_py, "-m", "scripts.fetch", "multinerd", str(assets), "--source", str(source)
+                env_py,
+                "-m",
+                "scripts.fetch",
+                "multinerd",
+                str(assets),
+                "--source",
+                str(source),
             ],
             "convert (3 splits x 2 schemes)": [
-                env_py, "-m", "scripts.convert", "multinerd", str(assets), str(corpus)
+                env_py,
+                "-m",
+                "scripts.convert",
+                "multinerd",
+                str(assets),
+                str(corpus),
             ],
-        }  # fmt: skip
+        }
         results = {name: [] for name in steps}
         for _ in range(repeats):
             for name, cmd in steps.items():

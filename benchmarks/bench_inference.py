@@ -5,9 +5,11 @@ timed passes, each system in its own process for its peak memory). Also the exac
 what each returns against the gold entities: a fast pipeline that cuts entities inside words
 is not a win.
 
-    python -m benchmarks.bench_inference --spacy-model benchmarks/runs/accuracy/spacy-model/model-best \
+    python -m benchmarks.bench_inference \
+        --spacy-model benchmarks/runs/accuracy/spacy-model/model-best \
         --hf-model benchmarks/runs/accuracy/hf-model
 """
+
 import json
 import os
 import re
@@ -52,8 +54,14 @@ def exact_f1(pred: Set[Span], gold: Set[Span]) -> float:
     return 2 * tp / (len(pred) + len(gold)) if pred or gold else 1.0
 
 
-def run_spacy(model: str, texts: List[str], batch_size: int, gpu_id: int, max_batch_items: Optional[int],
-              plain: bool = False):  # fmt: skip
+def run_spacy(
+    model: str,
+    texts: List[str],
+    batch_size: int,
+    gpu_id: int,
+    max_batch_items: Optional[int],
+    plain: bool = False,
+):
     import spacy
 
     from scripts import architectures  # noqa: F401
@@ -86,13 +94,16 @@ def run_spacy(model: str, texts: List[str], batch_size: int, gpu_id: int, max_ba
 def run_hf(model: str, texts: List[str], batch_size: int, gpu_id: int, aggregation: str):
     from transformers import pipeline
 
-    pipe = pipeline("token-classification", model=model, aggregation_strategy=aggregation,
-                    device=gpu_id)  # fmt: skip
+    pipe = pipeline(
+        "token-classification", model=model, aggregation_strategy=aggregation, device=gpu_id
+    )
     pipe(texts[:64], batch_size=batch_size)  # warm-up
 
     def once():
         out = pipe(texts, batch_size=batch_size)
-        return [(i, e["start"], e["end"], e["entity_group"]) for i, ents in enumerate(out) for e in ents]
+        return [
+            (i, e["start"], e["end"], e["entity_group"]) for i, ents in enumerate(out) for e in ents
+        ]
 
     return once
 
@@ -101,7 +112,7 @@ HF_AGGREGATIONS = ("simple", "first", "average", "max")
 
 
 def parse_system(system: str) -> Tuple[str, Union[Tuple[bool, Optional[int]], str]]:
-    """"spacy" (as trained) -> ("spacy", (False, None)); "spacy-N" (the transformer's
+    """ "spacy" (as trained) -> ("spacy", (False, None)); "spacy-N" (the transformer's
     max_batch_items N) -> ("spacy", (False, N)); "spacy-plain" / "spacy-plain-N": the same with
     spacy-transformers' own prediction path instead of multinerd.TransformerModel.v1's CPU
     path -> ("spacy", (True, N or None)); "hf-<aggregation>" -> ("hf", aggregation)."""
@@ -114,12 +125,21 @@ def parse_system(system: str) -> Tuple[str, Union[Tuple[bool, Optional[int]], st
         return "hf", arg
     raise typer.BadParameter(
         f"unknown system {system!r}: use spacy, spacy-N, spacy-plain, spacy-plain-N (N > 0) or "
-        f"hf-<aggregation> with one of {', '.join(HF_AGGREGATIONS)}", param_hint="--systems",
-    )  # fmt: skip
+        f"hf-<aggregation> with one of {', '.join(HF_AGGREGATIONS)}",
+        param_hint="--systems",
+    )
 
 
-def worker(system: str, spacy_model: str, hf_model: str, assets: Path, batch_size: int,
-           repeats: int, limit: int, gpu_id: int):  # fmt: skip
+def worker(
+    system: str,
+    spacy_model: str,
+    hf_model: str,
+    assets: Path,
+    batch_size: int,
+    repeats: int,
+    limit: int,
+    gpu_id: int,
+):
     texts, gold, n_words = load_test(assets, limit)
     kind, arg = parse_system(system)
     if kind == "spacy":
@@ -133,10 +153,12 @@ def worker(system: str, spacy_model: str, hf_model: str, assets: Path, batch_siz
         pred = once()
         times.append(time.perf_counter() - start)
     result = {
-        "words": n_words, "sentences": len(texts), "seconds": times,
+        "words": n_words,
+        "sentences": len(texts),
+        "seconds": times,
         "words_per_s": n_words / statistics.median(times),
         "exact_span_f1": exact_f1(set(pred), gold),
-    }  # fmt: skip
+    }
     if gpu_id >= 0:
         import torch
 
@@ -153,9 +175,11 @@ def main(
     limit: int = typer.Option(0, help="first N test sentences (0: all)"),
     gpu_id: int = typer.Option(-1, help="GPU id; -1 for CPU"),
     output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
-    systems: str = typer.Option("spacy,spacy-plain-256,hf-simple,hf-first",
-                                help="spacy (as trained), spacy-N (max_batch_items N), spacy-plain[-N] "
-                                "(spacy-transformers' own prediction path), hf-<aggregation>"),
+    systems: str = typer.Option(
+        "spacy,spacy-plain-256,hf-simple,hf-first",
+        help="spacy (as trained), spacy-N (max_batch_items N), spacy-plain[-N] "
+        "(spacy-transformers' own prediction path), hf-<aggregation>",
+    ),
     only: str = typer.Option("", help="internal: run one system and print JSON"),
 ):
     if only:
@@ -173,7 +197,9 @@ def main(
     for system in names:
         cmd = [sys.executable, "-m", "benchmarks.bench_inference", *sys.argv[1:], "--only", system]
         with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, text=True)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, text=True
+            )
             stdout = proc.stdout.read()
             _, status, usage = os.wait4(proc.pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
@@ -183,18 +209,28 @@ def main(
         results[system]["peak_rss_mib"] = usage.ru_maxrss / 1024
     first = next(iter(results))  # the ratios are against the first system
     r0 = results[first]
-    print(f"{r0['sentences']:,} test sentences, {r0['words']:,} words, batch size {batch_size}, "
-          f"{'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}, median of {repeats}")  # fmt: skip
+    print(
+        f"{r0['sentences']:,} test sentences, {r0['words']:,} words, batch size {batch_size}, "
+        f"{'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}, median of {repeats}"
+    )
     for system, r in results.items():
         ratio = r0["words_per_s"] / r["words_per_s"]
-        print(f"{system}: {r['words_per_s']:,.0f} words/s (runs {', '.join(f'{s:.1f}' for s in r['seconds'])} s), "
-              f"exact-span F1 {100 * r['exact_span_f1']:.2f}, peak RSS {r['peak_rss_mib']:,.0f} MiB"
-              + (f", peak GPU {r['peak_gpu_mib']:,.0f} MiB" if "peak_gpu_mib" in r else "")
-              + ("" if system == first else f"; {first} is {ratio:.2f}x"))  # fmt: skip
+        print(
+            f"{system}: {r['words_per_s']:,.0f} words/s "
+            f"(runs {', '.join(f'{s:.1f}' for s in r['seconds'])} s), "
+            f"exact-span F1 {100 * r['exact_span_f1']:.2f}, peak RSS {r['peak_rss_mib']:,.0f} MiB"
+            + (f", peak GPU {r['peak_gpu_mib']:,.0f} MiB" if "peak_gpu_mib" in r else "")
+            + ("" if system == first else f"; {first} is {ratio:.2f}x")
+        )
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"batch_size": batch_size, "repeats": repeats, "gpu_id": gpu_id, "spacy_model": spacy_model,
-                "hf_model": hf_model}  # fmt: skip
+        meta = {
+            "batch_size": batch_size,
+            "repeats": repeats,
+            "gpu_id": gpu_id,
+            "spacy_model": spacy_model,
+            "hf_model": hf_model,
+        }
         output.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
 
 

@@ -4,6 +4,7 @@ evaluation after step 0 excluded). On CPU by default; --gpu-id 0 on a GPU machin
 
     python -m benchmarks.bench_train_speed --configs trf,cnn --sentences 1500 --repeats 2
 """
+
 import json
 import statistics
 import subprocess
@@ -33,29 +34,49 @@ def main(
 
     require(gpu_id)
     model_dir = resolve(encoder)
-    docs = list(DocBin().from_disk(corpus / "train.spacy").get_docs(spacy.blank("en").vocab))[:sentences]
+    docs = list(DocBin().from_disk(corpus / "train.spacy").get_docs(spacy.blank("en").vocab))[
+        :sentences
+    ]
     words = sum(len(d) for d in docs)
     env = child_env()
-    print(f"{sentences:,} sentences, {words:,} words, one epoch, gpu_id {gpu_id}, backbone {encoder}")
+    print(
+        f"{sentences:,} sentences, {words:,} words, one epoch, gpu_id {gpu_id}, backbone {encoder}"
+    )
     results = {}
     for config in configs.split(","):
         rates = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 timer = Path(tmp) / "steps.tsv"
-                cmd = spacy_train_cmd(ROOT / "configs" / f"{config}.cfg", corpus, model_dir, Path(tmp) / "out", 0, [
-                    "--corpora.train.limit", str(sentences), "--corpora.dev.limit", "20",
-                    "--training.max_epochs", "1", "--training.eval_frequency", "100000",
-                    "--training.before_update",
-                    json.dumps({"@callbacks": "benchmarks.step_timer.v1", "path": str(timer)}),
-                ], gpu_id)  # fmt: skip
+                cmd = spacy_train_cmd(
+                    ROOT / "configs" / f"{config}.cfg",
+                    corpus,
+                    model_dir,
+                    Path(tmp) / "out",
+                    0,
+                    [
+                        "--corpora.train.limit",
+                        str(sentences),
+                        "--corpora.dev.limit",
+                        "20",
+                        "--training.max_epochs",
+                        "1",
+                        "--training.eval_frequency",
+                        "100000",
+                        "--training.before_update",
+                        json.dumps({"@callbacks": "benchmarks.step_timer.v1", "path": str(timer)}),
+                    ],
+                    gpu_id,
+                )
                 subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
                 steps = read_steps(timer)
                 # mean words a step over the mean time a step, from step 1 to the last
                 per_step = (steps[-1][1] - steps[1][1]) / (len(steps) - 2)
                 rates.append(words / len(steps) / per_step)
-        print(f"{config}: {statistics.median(rates):,.0f} words/s training "
-              f"(runs {', '.join(f'{r:,.0f}' for r in rates)})")  # fmt: skip
+        print(
+            f"{config}: {statistics.median(rates):,.0f} words/s training "
+            f"(runs {', '.join(f'{r:,.0f}' for r in rates)})"
+        )
         results[config] = {"words_per_s": statistics.median(rates), "runs": rates}
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)

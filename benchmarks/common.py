@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the project root, their child processes' environment and
 a measure of how fast the machine is right now."""
+
 import os
 import statistics
 import time
@@ -13,7 +14,9 @@ def child_env(**extra: str) -> dict:
     local directory), quiet tokenizers, and the project in front of the caller's PYTHONPATH
     (kept: it may hold the installed packages)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=path, **extra)
+    return dict(
+        os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=path, **extra
+    )
 
 
 def linear_gflops(rows: int, n_in: int, n_out: int, seconds: float = 0.5) -> float:

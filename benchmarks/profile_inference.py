@@ -19,9 +19,11 @@
    which skips padding altogether (median of 3). HF unsorted over HF sorted is the most the
    whole pipeline could gain over the HF pipeline from padding, with nothing else costing time.
 
-    python -m benchmarks.profile_inference --spacy-model benchmarks/runs/accuracy/spacy-model/model-best \
+    python -m benchmarks.profile_inference \
+        --spacy-model benchmarks/runs/accuracy/spacy-model/model-best \
         --hf-model benchmarks/runs/accuracy/hf-model --limit 1200 --wordpiece --int8 --nested
 """
+
 import cProfile
 import io
 import pstats
@@ -53,20 +55,27 @@ def sub_batches(lengths: List[int], batch_size: int, max_items: int) -> List[Lis
 
 def padding_ratio(lengths: List[int], pieces: List[int], batch_size: int, max_items: int) -> float:
     """Padded word pieces per real one when each sub-batch is padded to its longest."""
-    padded = sum(max(pieces[i] for i in sub) * len(sub) for sub in sub_batches(lengths, batch_size, max_items))
+    padded = sum(
+        max(pieces[i] for i in sub) * len(sub)
+        for sub in sub_batches(lengths, batch_size, max_items)
+    )
     return padded / sum(pieces)
 
 
 def main(
     spacy_model: str = typer.Option(..., help="spaCy pipeline: path or installed package"),
-    hf_model: str = typer.Option(..., help="fine-tuned transformers model directory (its tokenizer)"),
+    hf_model: str = typer.Option(
+        ..., help="fine-tuned transformers model directory (its tokenizer)"
+    ),
     assets: Path = typer.Option(ROOT / "assets" / "conll2003"),
     limit: int = typer.Option(1200, help="first N test sentences"),
     batch_size: int = typer.Option(64),
     max_batch_items: int = typer.Option(256, help="the transformer's sub-batch size for parts 2-4"),
     wordpiece: bool = typer.Option(False, help="also time sub-batches sized by word pieces"),
     int8: bool = typer.Option(False, help="also time the pipeline with int8 dynamic quantization"),
-    nested: bool = typer.Option(False, help="also time the encoder alone, padded and as nested tensors"),
+    nested: bool = typer.Option(
+        False, help="also time the encoder alone, padded and as nested tensors"
+    ),
 ):
     import spacy
     import spacy_transformers.pipeline_component as trf_component
@@ -78,14 +87,22 @@ def main(
     tokenizer = AutoTokenizer.from_pretrained(hf_model)
     pieces = [len(ids) for ids in tokenizer(texts)["input_ids"]]
     lengths = [len(nlp.make_doc(t)) for t in texts]
-    print(f"{len(texts):,} test sentences, {n_words:,} words, {sum(pieces):,} word pieces, batch size {batch_size}, "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{len(texts):,} test sentences, {n_words:,} words, {sum(pieces):,} word pieces, "
+        f"batch size {batch_size}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     print("\n1. padded word pieces per real one")
     for items in (128, 256, 512, 4096):
-        print(f"   max_batch_items {items:>5} (words): {padding_ratio(lengths, pieces, batch_size, items):.2f}")
-    print(f"   HF pipeline, unsorted batches of {batch_size}: "
-          f"{padding_ratio(pieces, pieces, batch_size, 10**9):.2f}")  # fmt: skip
+        print(
+            f"   max_batch_items {items:>5} (words): "
+            f"{padding_ratio(lengths, pieces, batch_size, items):.2f}"
+        )
+    print(
+        f"   HF pipeline, unsorted batches of {batch_size}: "
+        f"{padding_ratio(pieces, pieces, batch_size, 10**9):.2f}"
+    )
 
     trf = nlp.get_pipe("transformer")
     trf.cfg["max_batch_items"] = max_batch_items
@@ -101,8 +118,11 @@ def main(
         t_trf = timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)))
     t_all = timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)))
     t_tok = timed(lambda: [nlp.make_doc(t) for t in texts])
-    print(f"   whole pipeline {t_all:.1f} s ({n_words / t_all:,.0f} words/s); transformer component alone "
-          f"{t_trf:.1f} s ({100 * t_trf / t_all:.0f}%); tokenizer {t_tok:.2f} s")  # fmt: skip
+    print(
+        f"   whole pipeline {t_all:.1f} s ({n_words / t_all:,.0f} words/s); "
+        "transformer component alone "
+        f"{t_trf:.1f} s ({100 * t_trf / t_all:.0f}%); tokenizer {t_tok:.2f} s"
+    )
 
     flops = [0]
 
@@ -124,18 +144,32 @@ def main(
     for hook in hooks:
         hook.remove()
     stats = pstats.Stats(profile)
-    linear_s = sum(row[2] for key, row in stats.stats.items() if key[2] == "<built-in method torch._C._nn.linear>")
+    linear_s = sum(
+        row[2]
+        for key, row in stats.stats.items()
+        if key[2] == "<built-in method torch._C._nn.linear>"
+    )
     encoder_s = max(row[3] for key, row in stats.stats.items() if key[2] == "_wrapped_call_impl")
-    train_s = sum(row[3] for key, row in stats.stats.items() if key[2] == "train" and "torch" in key[0])
+    train_s = sum(
+        row[3] for key, row in stats.stats.items() if key[2] == "train" and "torch" in key[0]
+    )
     print(f"\n3. cProfile ({t_prof:.1f} s with the profiler on)")
-    print(f"   the encoder's torch forward: {encoder_s:.1f} s ({100 * encoder_s / t_prof:.0f}%); everything else "
-          f"(spaCy tokenizer, word-piece tokenizer and alignment, NER, Python) {t_prof - encoder_s:.1f} s, of it "
-          f"{train_s:.2f} s in thinc switching the torch modules to eval() and back for each call")  # fmt: skip
-    print(f"   torch linear layers: {linear_s:.1f} s ({100 * linear_s / t_prof:.0f}%), "
-          f"{flops[0] / 1e9:,.0f} GFLOP at {flops[0] / linear_s / 1e9:.0f} GFLOP/s")  # fmt: skip
+    print(
+        f"   the encoder's torch forward: {encoder_s:.1f} s ({100 * encoder_s / t_prof:.0f}%); "
+        "everything else "
+        "(spaCy tokenizer, word-piece tokenizer and alignment, NER, Python) "
+        f"{t_prof - encoder_s:.1f} s, of it "
+        f"{train_s:.2f} s in thinc switching the torch modules to eval() and back for each call"
+    )
+    print(
+        f"   torch linear layers: {linear_s:.1f} s ({100 * linear_s / t_prof:.0f}%), "
+        f"{flops[0] / 1e9:,.0f} GFLOP at {flops[0] / linear_s / 1e9:.0f} GFLOP/s"
+    )
     sizes = sorted({(m.in_features, m.out_features) for m in linears})
     for rows in (256, 512, 4096):
-        reached = ", ".join(f"{n_in}->{n_out} {linear_gflops(rows, n_in, n_out):.0f}" for n_in, n_out in sizes)
+        reached = ", ".join(
+            f"{n_in}->{n_out} {linear_gflops(rows, n_in, n_out):.0f}" for n_in, n_out in sizes
+        )
         print(f"   a bare torch.nn.Linear on {rows:>4} rows: {reached} GFLOP/s")
     out = io.StringIO()
     pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(10)
@@ -153,17 +187,24 @@ def main(
         runs = {}
         try:
             for _ in range(2):
-                for name, fn, items in (("words", original, max_batch_items), ("word pieces", by_pieces, 384),
-                                        ("word pieces", by_pieces, 640)):  # fmt: skip
+                for name, fn, items in (
+                    ("words", original, max_batch_items),
+                    ("word pieces", by_pieces, 384),
+                    ("word pieces", by_pieces, 640),
+                ):
                     trf_component.batch_by_length = fn
                     trf.cfg["max_batch_items"] = items
-                    runs.setdefault((name, items), []).append(timed(lambda: list(nlp.pipe(texts, batch_size=batch_size))))
+                    runs.setdefault((name, items), []).append(
+                        timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)))
+                    )
         finally:
             trf_component.batch_by_length = original
             trf.cfg["max_batch_items"] = max_batch_items
         for (name, items), seconds in runs.items():
-            print(f"   {name} <= {items}: {n_words / statistics.median(seconds):,.0f} words/s "
-                  f"(passes {', '.join(f'{s:.1f}' for s in seconds)} s)")  # fmt: skip
+            print(
+                f"   {name} <= {items}: {n_words / statistics.median(seconds):,.0f} words/s "
+                f"(passes {', '.join(f'{s:.1f}' for s in seconds)} s)"
+            )
 
     if int8:
         int8_part(nlp, trf, texts, gold, n_words, batch_size, timed)
@@ -176,8 +217,14 @@ def int8_part(nlp, trf, texts, gold, n_words, batch_size, timed):
 
     shim = trf.model.layers[0].shims[0]
     fp32 = shim._model
-    models = {"fp32": fp32, "int8": torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)}
-    print("\n5. int8 dynamic quantization of the encoder's linear layers (median of 2 passes, alternating)")
+    models = {
+        "fp32": fp32,
+        "int8": torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8),
+    }
+    print(
+        "\n5. int8 dynamic quantization of the encoder's linear layers "
+        "(median of 2 passes, alternating)"
+    )
     runs, f1 = {}, {}
     try:
         for order in (["fp32", "int8"], ["int8", "fp32"]):
@@ -185,18 +232,23 @@ def int8_part(nlp, trf, texts, gold, n_words, batch_size, timed):
                 model = models[name]
                 shim._model = model
                 found = []
-                seconds = timed(lambda: found.extend(
-                    (i, e.start_char, e.end_char, e.label_)
-                    for i, doc in enumerate(nlp.pipe(texts, batch_size=batch_size)) for e in doc.ents
-                ))  # fmt: skip
+                seconds = timed(
+                    lambda found=found: found.extend(
+                        (i, e.start_char, e.end_char, e.label_)
+                        for i, doc in enumerate(nlp.pipe(texts, batch_size=batch_size))
+                        for e in doc.ents
+                    )
+                )
                 runs.setdefault(name, []).append(seconds)
                 f1[name] = exact_f1(set(found), gold)
     finally:
         shim._model = fp32
     for name in models:
         seconds = runs[name]
-        print(f"   {name}: {n_words / statistics.median(seconds):,.0f} words/s (passes "
-              f"{', '.join(f'{s:.1f}' for s in seconds)} s), exact-span F1 {100 * f1[name]:.2f}")  # fmt: skip
+        print(
+            f"   {name}: {n_words / statistics.median(seconds):,.0f} words/s (passes "
+            f"{', '.join(f'{s:.1f}' for s in seconds)} s), exact-span F1 {100 * f1[name]:.2f}"
+        )
 
 
 def nested_part(hf_model, tokenizer, texts, lengths, batch_size, max_batch_items, timed):
@@ -207,16 +259,27 @@ def nested_part(hf_model, tokenizer, texts, lengths, batch_size, max_batch_items
     encoder = nested_encoder(bert)
 
     def tokenized(groups):
-        return [tokenizer([texts[i] for i in group], padding=True, return_tensors="pt") for group in groups]
+        return [
+            tokenizer([texts[i] for i in group], padding=True, return_tensors="pt")
+            for group in groups
+        ]
 
-    unsorted = tokenized([list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)])
+    unsorted = tokenized(
+        [list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)]
+    )
     sorted_subs = tokenized(sub_batches(lengths, batch_size, max_batch_items))
     with torch.inference_mode():
         check = unsorted[0]
         mask = check["attention_mask"].bool()
-        diff = (nested_forward(bert, encoder, **check)[mask] - bert(**check).last_hidden_state[mask]).abs().max()
+        diff = (
+            (nested_forward(bert, encoder, **check)[mask] - bert(**check).last_hidden_state[mask])
+            .abs()
+            .max()
+        )
         systems = {
-            f"BertModel, unsorted batches of {batch_size} (the HF pipeline)": lambda: [bert(**b) for b in unsorted],
+            f"BertModel, unsorted batches of {batch_size} (the HF pipeline)": lambda: [
+                bert(**b) for b in unsorted
+            ],
             f"BertModel, sorted sub-batches of <= {max_batch_items} words (nlp.pipe)": lambda: [
                 bert(**b) for b in sorted_subs
             ],
@@ -231,12 +294,17 @@ def nested_part(hf_model, tokenizer, texts, lengths, batch_size, max_batch_items
         for _ in range(3):
             for name, fn in systems.items():
                 runs.setdefault(name, []).append(timed(fn))
-    print(f"\n6. the encoder alone (median of 3 passes; nested against BertModel: max abs difference {diff:.1e})")
+    print(
+        "\n6. the encoder alone (median of 3 passes; "
+        f"nested against BertModel: max abs difference {diff:.1e})"
+    )
     first = statistics.median(next(iter(runs.values())))
     for name, seconds in runs.items():
         median = statistics.median(seconds)
-        print(f"   {name}: {median:.1f} s, the HF pipeline's batches take {first / median:.2f}x this "
-              f"(passes {', '.join(f'{s:.1f}' for s in seconds)} s)")  # fmt: skip
+        print(
+            f"   {name}: {median:.1f} s, the HF pipeline's batches take {first / median:.2f}x this "
+            f"(passes {', '.join(f'{s:.1f}' for s in seconds)} s)"
+        )
 
 
 if __name__ == "__main__":

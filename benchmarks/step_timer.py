@@ -1,6 +1,7 @@
 """A spaCy `before_update` callback for the benchmarks: appends the time of every update step
 to a file, so that a short calibration run gives seconds per step and the dev evaluation's
 cost (the gap after step 0, when spaCy scores the dev split)."""
+
 import time
 
 from spacy.util import registry

@@ -6,12 +6,20 @@ system's /usr/bin/chromium). It waits for both columns and their scores to rende
         --client.toolbarMode minimal -- en_conll2003_a_cnn en_conll2003_b_cnn &
     python docs/screenshot.py http://localhost:8599 docs/demo.png
 """
+
 import sys
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if __name__ == "__main__":
     url, out = sys.argv[1], sys.argv[2]

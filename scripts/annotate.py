@@ -32,6 +32,7 @@ text, a text longer than the pipeline's max_length) stops the run with a message
 and line (--errors stop, the default), or is written to OUTPUT/errors/ and skipped, with a
 count at the end (--errors skip). Shards already written are kept either way.
 """
+
 import json
 import os
 import time
@@ -110,7 +111,11 @@ def input_files(source: Path) -> List[Tuple[Path, str]]:
         return [(source, source.name)]
     if not source.is_dir():
         raise BadInput(f"{source}: no such file or folder.")
-    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in source.rglob("*")
+        if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(".")
+    )
     if not files:
         raise BadInput(f"{source}: no {', '.join(SUFFIXES)} files in the folder.")
     return [(p, str(p.relative_to(source))) for p in files]
@@ -140,7 +145,9 @@ def line_starts(path: Path, every: int) -> Tuple[List[int], int]:
     return starts, lines
 
 
-def plan(files: List[Tuple[Path, str]], shard_size: int, text_field: str = "text") -> Tuple[List[Shard], List[Dict]]:
+def plan(
+    files: List[Tuple[Path, str]], shard_size: int, text_field: str = "text"
+) -> Tuple[List[Shard], List[Dict]]:
     """The shards of the input files, and the files that cannot be read (as error records)."""
     import pyarrow.parquet as pq
 
@@ -153,25 +160,52 @@ def plan(files: List[Tuple[Path, str]], shard_size: int, text_field: str = "text
                 parquet = pq.ParquetFile(path)
                 if text_field not in parquet.schema_arrow.names:
                     columns = ", ".join(parquet.schema_arrow.names)
-                    unreadable.append({"file": name, "line": None, "problem": f"no column {text_field!r} (columns: {columns})"})
+                    unreadable.append(
+                        {
+                            "file": name,
+                            "line": None,
+                            "problem": f"no column {text_field!r} (columns: {columns})",
+                        }
+                    )
                     continue
                 meta = parquet.metadata
                 row = group = 0
                 while group < meta.num_row_groups:
                     first_group, rows = group, 0
-                    while group < meta.num_row_groups and (rows == 0 or rows + meta.row_group(group).num_rows <= shard_size):
+                    while group < meta.num_row_groups and (
+                        rows == 0 or rows + meta.row_group(group).num_rows <= shard_size
+                    ):
                         rows += meta.row_group(group).num_rows
                         group += 1
-                    shards.append(Shard(len(shards), str(path), name, kind, row, rows, first_group, group - first_group))
+                    shards.append(
+                        Shard(
+                            len(shards),
+                            str(path),
+                            name,
+                            kind,
+                            row,
+                            rows,
+                            first_group,
+                            group - first_group,
+                        )
+                    )
                     row += rows
             else:
                 starts, lines = line_starts(path, shard_size)
                 for i, offset in enumerate(starts):
                     count = min(shard_size, lines - i * shard_size)
                     if count > 0:
-                        shards.append(Shard(len(shards), str(path), name, kind, i * shard_size, count, offset))
+                        shards.append(
+                            Shard(len(shards), str(path), name, kind, i * shard_size, count, offset)
+                        )
         except Exception as err:  # permissions, a broken Parquet footer...
-            unreadable.append({"file": name, "line": None, "problem": f"cannot read the file ({type(err).__name__}: {err})"})
+            unreadable.append(
+                {
+                    "file": name,
+                    "line": None,
+                    "problem": f"cannot read the file ({type(err).__name__}: {err})",
+                }
+            )
     return shards, unreadable
 
 
@@ -209,7 +243,9 @@ def read_shard(shard: Shard, opts: Options) -> Iterator[Tuple[Optional[Record], 
 def read_parquet_shard(shard: Shard, opts: Options):
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(shard.path).read_row_groups(range(shard.offset, shard.offset + shard.groups))
+    table = pq.ParquetFile(shard.path).read_row_groups(
+        range(shard.offset, shard.offset + shard.groups)
+    )
     for i, row in enumerate(table.to_pylist()):
         number = shard.start + i + 1
         yield record_from_row(row, shard, number, opts)
@@ -222,7 +258,9 @@ def record_from_row(row, shard: Shard, line: int, opts: Options):
         return None, error(shard, line, f"no {opts.text_field!r} field")
     text = row[opts.text_field]
     if not isinstance(text, str):
-        return None, error(shard, line, f"{opts.text_field!r} is not a string ({type(text).__name__})")
+        return None, error(
+            shard, line, f"{opts.text_field!r} is not a string ({type(text).__name__})"
+        )
     fields = {k: v for k, v in row.items() if k != opts.text_field}
     own_id = fields.get(opts.id_field)
     rid = str(own_id) if own_id is not None else f"{shard.name}:{line}"
@@ -232,11 +270,19 @@ def record_from_row(row, shard: Shard, line: int, opts: Options):
 
 def error(shard: Shard, line: int, problem: str) -> Dict:
     """An error record: the file, its line (or row, for Parquet) and the problem."""
-    return {"file": shard.name, "row" if shard.kind == "parquet" else "line": line, "problem": problem}
+    return {
+        "file": shard.name,
+        "row" if shard.kind == "parquet" else "line": line,
+        "problem": problem,
+    }
 
 
 def error_text(err: Dict) -> str:
-    where = err["file"] + (f", line {err['line']}" if err.get("line") else "") + (f", row {err['row']}" if err.get("row") else "")
+    where = (
+        err["file"]
+        + (f", line {err['line']}" if err.get("line") else "")
+        + (f", row {err['row']}" if err.get("row") else "")
+    )
     return f"{where}: {err['problem']}"
 
 
@@ -244,8 +290,10 @@ def check_text(record: Record, max_length: int) -> Optional[str]:
     if not record.text.strip():
         return "empty text"
     if len(record.text) > max_length:
-        return (f"the text has {len(record.text):,} characters, more than the pipeline's max_length "
-                f"({max_length:,}); split it, or raise --max-length")  # fmt: skip
+        return (
+            f"the text has {len(record.text):,} characters, more than the pipeline's max_length "
+            f"({max_length:,}); split it, or raise --max-length"
+        )
     return None
 
 
@@ -253,7 +301,10 @@ def check_text(record: Record, max_length: int) -> Optional[str]:
 
 
 def entities(doc) -> List[Dict]:
-    return [{"start": e.start_char, "end": e.end_char, "label": e.label_, "text": e.text} for e in doc.ents]
+    return [
+        {"start": e.start_char, "end": e.end_char, "label": e.label_, "text": e.text}
+        for e in doc.ents
+    ]
 
 
 def annotate_shard(nlp, shard: Shard, out: Path, opts: Options, progress=None) -> ShardResult:
@@ -299,7 +350,12 @@ def write_shard(shard: Shard, out: Path, opts: Options, records, docs, errors) -
     errors_file = out / "errors" / f"part-{shard.index:06d}.jsonl"
     if errors:
         errors_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(errors_file, lambda p: p.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors), encoding="utf-8"))
+        atomic_write(
+            errors_file,
+            lambda p: p.write_text(
+                "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors), encoding="utf-8"
+            ),
+        )
     elif errors_file.exists():
         errors_file.unlink()  # from an earlier, interrupted run of this shard
     target = shard.output(out, opts.fmt)
@@ -315,17 +371,29 @@ def write_shard(shard: Shard, out: Path, opts: Options, records, docs, errors) -
         return
     rows = [{"id": r.id, "entities": entities(d), **r.fields} for r, d in zip(records, docs)]
     if opts.fmt == "jsonl":
-        atomic_write(target, lambda p: p.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"))
+        atomic_write(
+            target,
+            lambda p: p.write_text(
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                encoding="utf-8",
+            ),
+        )
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    entity = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())])
+    entity = pa.struct(
+        [("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())]
+    )
     entities_column = pa.array([row["entities"] for row in rows], pa.list_(entity))
     try:  # the other fields as Arrow infers them; the entities with their own type
-        table = pa.Table.from_pylist([{k: v for k, v in row.items() if k != "entities"} for row in rows])
+        table = pa.Table.from_pylist(
+            [{k: v for k, v in row.items() if k != "entities"} for row in rows]
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise BadInput(f"{shard.name}: its fields do not make one Parquet table ({err}); use --format jsonl.") from None
+        raise BadInput(
+            f"{shard.name}: its fields do not make one Parquet table ({err}); use --format jsonl."
+        ) from None
     if not rows:
         table = pa.table({"id": pa.array([], pa.string())})
     table = table.add_column(1, "entities", entities_column)
@@ -337,12 +405,20 @@ def write_shard(shard: Shard, out: Path, opts: Options, records, docs, errors) -
 
 def fingerprint(model: str, source: Path, shard_size: int, opts: Options, files) -> Dict:
     """What a finished shard depends on: a second run must agree to reuse it."""
-    listed = [{"file": name, "bytes": path.stat().st_size, "modified": int(path.stat().st_mtime)} for path, name in files]
+    listed = [
+        {"file": name, "bytes": path.stat().st_size, "modified": int(path.stat().st_mtime)}
+        for path, name in files
+    ]
     return {
-        "model": model, "input": str(Path(source).resolve()), "files": listed, "shard_size": shard_size,
-        "format": opts.fmt, "text_field": opts.text_field, "id_field": opts.id_field,
+        "model": model,
+        "input": str(Path(source).resolve()),
+        "files": listed,
+        "shard_size": shard_size,
+        "format": opts.fmt,
+        "text_field": opts.text_field,
+        "id_field": opts.id_field,
         "max_length": opts.max_length,
-    }  # fmt: skip
+    }
 
 
 def prepare_output(out: Path, manifest: Dict, overwrite: bool) -> None:
@@ -350,7 +426,9 @@ def prepare_output(out: Path, manifest: Dict, overwrite: bool) -> None:
     path = out / "manifest.json"
     if path.exists() and not overwrite:
         earlier = json.loads(path.read_text(encoding="utf-8"))
-        differ = sorted(k for k in set(earlier) | set(manifest) if earlier.get(k) != manifest.get(k))
+        differ = sorted(
+            k for k in set(earlier) | set(manifest) if earlier.get(k) != manifest.get(k)
+        )
         if differ:
             raise BadInput(
                 f"{out} holds a run with other settings ({', '.join(differ)} differ): use another "
@@ -359,10 +437,16 @@ def prepare_output(out: Path, manifest: Dict, overwrite: bool) -> None:
     for stale in list(out.glob(".part-*.tmp-*")) + list((out / "errors").glob(".part-*.tmp-*")):
         stale.unlink()  # a worker killed while writing (Ctrl-C, a stopped pool or cluster)
     if overwrite:
-        for part in list(out.glob("part-*")) + list((out / "errors").glob("*.jsonl")) + [out / "summary.json"]:
+        for part in (
+            list(out.glob("part-*"))
+            + list((out / "errors").glob("*.jsonl"))
+            + [out / "summary.json"]
+        ):
             if part.exists():
                 part.unlink()
-    atomic_write(path, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
+    atomic_write(
+        path, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    )
 
 
 def load_pipeline(model: str, gpu_id: int = -1):
@@ -379,7 +463,9 @@ def words_per_second(words: int, started: float) -> str:
     return f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s"
 
 
-def run_local(model: str, todo: List[Shard], out: Path, opts: Options, gpu_id: int, total: int) -> List[ShardResult]:
+def run_local(
+    model: str, todo: List[Shard], out: Path, opts: Options, gpu_id: int, total: int
+) -> List[ShardResult]:
     """This process, one shard after the other; the progress bar moves with every text."""
     from tqdm import tqdm
 
@@ -388,6 +474,7 @@ def run_local(model: str, todo: List[Shard], out: Path, opts: Options, gpu_id: i
     started = time.perf_counter()
     words = 0
     with tqdm(total=total, unit=" texts", desc="annotate", smoothing=0.05) as bar:
+
         def progress(texts, doc_words):
             nonlocal words
             words += doc_words
@@ -411,7 +498,9 @@ def follow(finished: Iterable[Dict], todo: List[Shard], total: int, desc: str) -
     started, words = time.perf_counter(), 0
     with tqdm(total=total, unit=" texts", desc=desc) as bar:
         for row in finished:
-            result = ShardResult(**{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+            result = ShardResult(
+                **{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            )
             results.append(result)
             words += result.words
             bar.update(sizes[result.index])
@@ -436,7 +525,9 @@ def _worker_run(spec: Dict) -> Dict:
     return asdict(annotate_shard(_WORKER["nlp"], Shard(**spec), _WORKER["out"], _WORKER["opts"]))
 
 
-def run_processes(model: str, todo: List[Shard], out: Path, opts: Options, n_process: int, total: int) -> List[ShardResult]:
+def run_processes(
+    model: str, todo: List[Shard], out: Path, opts: Options, n_process: int, total: int
+) -> List[ShardResult]:
     """n_process worker processes, each loading the pipeline once and annotating and writing
     whole shards, as the Ray actors do. (spaCy's nlp.pipe(n_process=...) sends every doc back
     to the parent process: on our 2-core machine that ran at 0.81x one process.)"""
@@ -462,7 +553,9 @@ class ShardAnnotator:
 
         results = []
         for values in zip(*(batch[k] for k in SHARD_FIELDS)):
-            spec = {k: (v.item() if hasattr(v, "item") else v) for k, v in zip(SHARD_FIELDS, values)}
+            spec = {
+                k: (v.item() if hasattr(v, "item") else v) for k, v in zip(SHARD_FIELDS, values)
+            }
             results.append(annotate_shard(self.nlp, Shard(**spec), self.out, self.opts))
         return {k: numpy.array([getattr(r, k) for r in results]) for k in RESULT_FIELDS}
 
@@ -471,14 +564,25 @@ SHARD_FIELDS = [f.name for f in Shard.__dataclass_fields__.values()]
 RESULT_FIELDS = [f.name for f in ShardResult.__dataclass_fields__.values()]
 
 
-def run_ray(model: str, todo: List[Shard], out: Path, opts: Options, actors: int, gpus_per_actor: Optional[float], total: int) -> List[ShardResult]:
+def run_ray(
+    model: str,
+    todo: List[Shard],
+    out: Path,
+    opts: Options,
+    actors: int,
+    gpus_per_actor: Optional[float],
+    total: int,
+) -> List[ShardResult]:
     import logging
 
     import ray
 
     address = os.environ.get("RAY_ADDRESS")
     # the workers import this package from the copy Ray ships them (a cluster has no checkout)
-    runtime_env = {"py_modules": [str(ROOT / "scripts")], "env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    runtime_env = {
+        "py_modules": [str(ROOT / "scripts")],
+        "env_vars": {"TOKENIZERS_PARALLELISM": "false"},
+    }
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "runtime_env": runtime_env}
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if address:
@@ -488,16 +592,26 @@ def run_ray(model: str, todo: List[Shard], out: Path, opts: Options, actors: int
     try:
         if gpus_per_actor is None:
             gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        msg.info(f"Ray: {actors} actor(s), {gpus_per_actor:g} GPU each, cluster {ray.cluster_resources()}")
+        msg.info(
+            f"Ray: {actors} actor(s), {gpus_per_actor:g} GPU each, "
+            f"cluster {ray.cluster_resources()}"
+        )
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ds = ray.data.from_items([asdict(s) for s in todo], override_num_blocks=max(len(todo), 1))
         annotated = ds.map_batches(
             ShardAnnotator,
-            fn_constructor_kwargs={"model": model, "out": str(Path(out).resolve()), "opts": asdict(opts),
-                                   "use_gpu": gpus_per_actor > 0},
-            batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, num_gpus=gpus_per_actor,
-        )  # fmt: skip
+            fn_constructor_kwargs={
+                "model": model,
+                "out": str(Path(out).resolve()),
+                "opts": asdict(opts),
+                "use_gpu": gpus_per_actor > 0,
+            },
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=1,
+            num_gpus=gpus_per_actor,
+        )
         return follow(annotated.iter_rows(), todo, total, "annotate (ray)")
     except Exception as err:
         bad = worker_bad_input(err)
@@ -525,9 +639,20 @@ def worker_bad_input(err: BaseException) -> Optional[BadInput]:
     return None
 
 
-def annotate(model: str, source: Path, out: Path, opts: Options, *, engine: str = "local", n_process: int = 1,
-             gpu_id: int = -1, shard_size: int = 10_000, actors: int = 2, gpus_per_actor: Optional[float] = None,
-             overwrite: bool = False) -> Dict:  # fmt: skip
+def annotate(
+    model: str,
+    source: Path,
+    out: Path,
+    opts: Options,
+    *,
+    engine: str = "local",
+    n_process: int = 1,
+    gpu_id: int = -1,
+    shard_size: int = 10_000,
+    actors: int = 2,
+    gpus_per_actor: Optional[float] = None,
+    overwrite: bool = False,
+) -> Dict:
     """Annotate every shard of SOURCE not yet in OUT; returns the run's summary."""
     files = input_files(source)
     shards, unreadable = plan(files, shard_size, opts.text_field)
@@ -537,7 +662,10 @@ def annotate(model: str, source: Path, out: Path, opts: Options, *, engine: str 
     if unreadable:  # --errors skip: the files are left out and listed
         (Path(out) / "errors").mkdir(exist_ok=True)
         lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in unreadable)
-        atomic_write(Path(out) / "errors" / "unreadable-files.jsonl", lambda p: p.write_text(lines, encoding="utf-8"))
+        atomic_write(
+            Path(out) / "errors" / "unreadable-files.jsonl",
+            lambda p: p.write_text(lines, encoding="utf-8"),
+        )
     todo = [s for s in shards if not s.output(out, opts.fmt).exists()]
     done = len(shards) - len(todo)
     if done:
@@ -553,14 +681,26 @@ def annotate(model: str, source: Path, out: Path, opts: Options, *, engine: str 
     else:
         results = run_local(model, todo, out, opts, gpu_id, total)
     seconds = time.perf_counter() - started  # starting Ray and loading the pipeline included
-    error_count = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in (Path(out) / "errors").glob("*.jsonl"))
+    error_count = sum(
+        len(p.read_text(encoding="utf-8").splitlines())
+        for p in (Path(out) / "errors").glob("*.jsonl")
+    )
     summary = {
-        "shards": len(shards), "shards_run": len(results), "shards_skipped": done,
-        "texts": sum(r.texts for r in results), "words": sum(r.words for r in results),
-        "seconds": round(seconds, 2), "errors": error_count, "engine": engine,
-    }  # fmt: skip
-    summary["words_per_second"] = round(summary["words"] / seconds, 1) if seconds > 0 and results else None
-    atomic_write(Path(out) / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+        "shards": len(shards),
+        "shards_run": len(results),
+        "shards_skipped": done,
+        "texts": sum(r.texts for r in results),
+        "words": sum(r.words for r in results),
+        "seconds": round(seconds, 2),
+        "errors": error_count,
+        "engine": engine,
+    }
+    summary["words_per_second"] = (
+        round(summary["words"] / seconds, 1) if seconds > 0 and results else None
+    )
+    atomic_write(
+        Path(out) / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n")
+    )
     return summary
 
 
@@ -569,41 +709,83 @@ def main(
     source: Path = typer.Argument(..., help="A .txt/.jsonl/.parquet file or a folder of them"),
     out: Path = typer.Argument(..., help="The output folder of shards"),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl, parquet or spacy (DocBin)"),
-    engine: str = typer.Option("local", help="local (this machine) or ray (Ray Data; RAY_ADDRESS to join a cluster)"),
-    n_process: int = typer.Option(1, help="local: worker processes on the CPU, each loading the pipeline once and annotating whole shards"),
+    engine: str = typer.Option(
+        "local", help="local (this machine) or ray (Ray Data; RAY_ADDRESS to join a cluster)"
+    ),
+    n_process: int = typer.Option(
+        1,
+        help="local: worker processes on the CPU, each loading the pipeline once and "
+        "annotating whole shards",
+    ),
     gpu_id: int = typer.Option(-1, help="local: GPU id, -1 for the CPU"),
     actors: int = typer.Option(2, help="ray: actors, each loading the pipeline once"),
-    gpus_per_actor: Optional[float] = typer.Option(None, help="ray: GPUs an actor (default: 1 when the cluster has GPUs, else 0)"),
-    shard_size: int = typer.Option(10_000, help="Texts a shard (the unit of output, resume and memory)"),
+    gpus_per_actor: Optional[float] = typer.Option(
+        None, help="ray: GPUs an actor (default: 1 when the cluster has GPUs, else 0)"
+    ),
+    shard_size: int = typer.Option(
+        10_000, help="Texts a shard (the unit of output, resume and memory)"
+    ),
     batch_size: int = typer.Option(64, help="nlp.pipe batch size"),
     text_field: str = typer.Option("text", help="The text's field (jsonl) or column (parquet)"),
     id_field: str = typer.Option("id", help="The id's field or column, when the records have one"),
-    errors: str = typer.Option("stop", help="Bad input: stop (a message naming file and line) or skip (to OUT/errors/, counted)"),
-    max_length: int = typer.Option(0, help="Longest text in characters (0: the pipeline's max_length)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start OUT afresh instead of resuming"),
-):  # fmt: skip
+    errors: str = typer.Option(
+        "stop",
+        help="Bad input: stop (a message naming file and line) or skip (to OUT/errors/, counted)",
+    ),
+    max_length: int = typer.Option(
+        0, help="Longest text in characters (0: the pipeline's max_length)"
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start OUT afresh instead of resuming"
+    ),
+):
     """Annotate raw text with a trained pipeline and write its entities, shard by shard."""
-    for value, allowed, name in ((fmt, OUTPUT_SUFFIX, "--format"), (engine, ENGINES, "--engine"), (errors, ERRORS, "--errors")):
+    for value, allowed, name in (
+        (fmt, OUTPUT_SUFFIX, "--format"),
+        (engine, ENGINES, "--engine"),
+        (errors, ERRORS, "--errors"),
+    ):
         if value not in allowed:
             msg.fail(f"{name} must be one of {', '.join(allowed)}, not {value!r}.", exits=1)
     if shard_size < 1 or n_process < 1 or actors < 1:
         msg.fail("--shard-size, --n-process and --actors must be at least 1.", exits=1)
     if engine == "local" and gpu_id >= 0 and n_process > 1:
-        msg.fail("--n-process above 1 runs on the CPU: use --gpu-id -1, or one process on the GPU.", exits=1)
+        msg.fail(
+            "--n-process above 1 runs on the CPU: use --gpu-id -1, or one process on the GPU.",
+            exits=1,
+        )
     if engine == "local" and gpu_id >= 0:
         from .check_gpu import require
 
         require(gpu_id)
     opts = Options(fmt, text_field, id_field, errors, batch_size, max_length)
     try:
-        summary = annotate(model, source, out, opts, engine=engine, n_process=n_process, gpu_id=gpu_id,
-                           shard_size=shard_size, actors=actors, gpus_per_actor=gpus_per_actor, overwrite=overwrite)  # fmt: skip
+        summary = annotate(
+            model,
+            source,
+            out,
+            opts,
+            engine=engine,
+            n_process=n_process,
+            gpu_id=gpu_id,
+            shard_size=shard_size,
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            overwrite=overwrite,
+        )
     except BadInput as err:
-        msg.fail(str(err), "Shards written before this are kept; the next run resumes after them."
-                 if (Path(out) / "manifest.json").exists() else "", exits=1)  # fmt: skip
+        msg.fail(
+            str(err),
+            "Shards written before this are kept; the next run resumes after them."
+            if (Path(out) / "manifest.json").exists()
+            else "",
+            exits=1,
+        )
     rate = f", {summary['words_per_second']:,.0f} words/s" if summary["words_per_second"] else ""
-    msg.good(f"{summary['texts']:,} texts, {summary['words']:,} words in {summary['seconds']:.1f}s "
-             f"(start-up included){rate} -> {out}")  # fmt: skip
+    msg.good(
+        f"{summary['texts']:,} texts, {summary['words']:,} words in {summary['seconds']:.1f}s "
+        f"(start-up included){rate} -> {out}"
+    )
     if summary["errors"]:
         msg.warn(f"{summary['errors']:,} bad records skipped: see {Path(out) / 'errors'}")
 

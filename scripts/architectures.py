@@ -3,6 +3,7 @@
 `spacy train`, `spacy evaluate` and `spacy package` get this file with `--code`, and the
 packages carry it, so `spacy.load("en_...")` needs nothing from the project checkout.
 """
+
 import warnings
 from typing import Callable, List, Optional
 
@@ -29,10 +30,10 @@ def transformer_with_features(
 def transformer_model(
     name: str,
     get_spans: Callable,
-    tokenizer_config: dict = {},
-    transformer_config: dict = {},
+    tokenizer_config: Optional[dict] = None,
+    transformer_config: Optional[dict] = None,
     mixed_precision: bool = False,
-    grad_scaler_config: dict = {},
+    grad_scaler_config: Optional[dict] = None,
     cpu_batch_pieces: int = 384,
     nested_tensors: bool = True,
 ) -> Model:
@@ -49,7 +50,12 @@ def transformer_model(
     from spacy_transformers.architectures import create_TransformerModel_v3
 
     model = create_TransformerModel_v3(
-        name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config
+        name,
+        get_spans,
+        tokenizer_config or {},
+        transformer_config or {},
+        mixed_precision,
+        grad_scaler_config or {},
     )
     plain_forward = model._func
     model.attrs["cpu_batch_pieces"] = cpu_batch_pieces
@@ -96,23 +102,32 @@ class CPUPredictor:
         self.device = next(encoder.parameters()).device
         self.on_cpu = self.device.type == "cpu"
         config = encoder.config
-        self.plain = bool(config.output_hidden_states or config.output_attentions or config.is_decoder)
+        self.plain = bool(
+            config.output_hidden_states or config.output_attentions or config.is_decoder
+        )
         self.layers = None
         if nested and self.on_cpu and not self.plain:
             # torch calls its nested-tensor API a prototype and says so on each first use
-            warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype stage")
+            warnings.filterwarnings(
+                "ignore", message="The PyTorch API of nested tensors is in prototype stage"
+            )
             try:
                 self.layers = nested_encoder(encoder)
                 self._check()
             except (AttributeError, ValueError, TypeError, RuntimeError) as err:
-                warnings.warn(f"multinerd.TransformerModel.v1: no nested-tensor path for this encoder ({err})")
+                warnings.warn(
+                    "multinerd.TransformerModel.v1: no nested-tensor path for this encoder "
+                    f"({err})",
+                    stacklevel=2,
+                )
                 self.layers = None
 
     def serves(self, encoder, attrs) -> bool:
         return (
             encoder is self.encoder
             and next(encoder.parameters()).device == self.device
-            and (attrs["cpu_batch_pieces"], attrs["nested_tensors"]) == (self.max_pieces, self.nested)
+            and (attrs["cpu_batch_pieces"], attrs["nested_tensors"])
+            == (self.max_pieces, self.nested)
         )
 
     def eval(self):
@@ -144,7 +159,10 @@ class CPUPredictor:
             self.encoder.eval()  # no dropout; thinc puts it back in train mode before an update
         if self.plain or kwargs:
             return self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                **kwargs,
             )
         lengths = [int(n) for n in attention_mask.sum(1).tolist()]
         out: Optional[torch.Tensor] = None
@@ -156,7 +174,9 @@ class CPUPredictor:
             if self.layers is not None:
                 hidden = nested_forward(self.encoder, self.layers, ids, mask, types)
             else:
-                hidden = self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+                hidden = self.encoder(
+                    input_ids=ids, attention_mask=mask, token_type_ids=types
+                ).last_hidden_state
             if out is None:
                 out = hidden.new_zeros(input_ids.shape + (hidden.shape[-1],))
             out[rows, :longest] = hidden
@@ -190,19 +210,34 @@ def nested_encoder(encoder):
     import torch
 
     cfg = encoder.config
-    if cfg.hidden_act != "gelu" or getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+    if (
+        cfg.hidden_act != "gelu"
+        or getattr(cfg, "position_embedding_type", "absolute") != "absolute"
+    ):
         raise ValueError(f"needs exact GELU and absolute positions, got {cfg.hidden_act}")
     layers = []
     for hf in encoder.encoder.layer:
         layer = torch.nn.TransformerEncoderLayer(
-            cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size, dropout=0.0, activation="gelu",
-            layer_norm_eps=cfg.layer_norm_eps, batch_first=True, norm_first=False,
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.intermediate_size,
+            dropout=0.0,
+            activation="gelu",
+            layer_norm_eps=cfg.layer_norm_eps,
+            batch_first=True,
+            norm_first=False,
             device=next(encoder.parameters()).device,
-        )  # fmt: skip
+        )
         att = hf.attention.self
         pairs = [
-            (layer.self_attn.in_proj_weight, torch.cat([att.query.weight, att.key.weight, att.value.weight])),
-            (layer.self_attn.in_proj_bias, torch.cat([att.query.bias, att.key.bias, att.value.bias])),
+            (
+                layer.self_attn.in_proj_weight,
+                torch.cat([att.query.weight, att.key.weight, att.value.weight]),
+            ),
+            (
+                layer.self_attn.in_proj_bias,
+                torch.cat([att.query.bias, att.key.bias, att.value.bias]),
+            ),
             (layer.self_attn.out_proj.weight, hf.attention.output.dense.weight),
             (layer.self_attn.out_proj.bias, hf.attention.output.dense.bias),
             (layer.norm1.weight, hf.attention.output.LayerNorm.weight),
@@ -221,7 +256,9 @@ def nested_encoder(encoder):
     with warnings.catch_warnings(record=True) as caught:
         stack = torch.nn.TransformerEncoder(layers[0], len(layers), enable_nested_tensor=True)
     if not stack.use_nested_tensor:
-        raise ValueError("; ".join(str(w.message) for w in caught) or "torch declines nested tensors for it")
+        raise ValueError(
+            "; ".join(str(w.message) for w in caught) or "torch declines nested tensors for it"
+        )
     stack.layers = torch.nn.ModuleList(layers)
     for param in stack.parameters():
         param.requires_grad_(False)

@@ -1,6 +1,7 @@
 """Get ready to train: check that the config's transformer can be loaded (a hub name that
 cannot be reached stops here with one message naming the var, not a traceback deep inside
 `spacy train`), and remove an earlier training/<name>/ so that nothing stale is left."""
+
 import shutil
 from pathlib import Path
 
@@ -15,8 +16,7 @@ TRANSFORMER_VAR = "transformer"
 def fail(name: str, problem: str, why: str) -> None:
     msg.fail(
         f"Cannot load the transformer {name!r} ({problem}).",
-        why
-        + f" Set the project var {TRANSFORMER_VAR!r} to a local model directory, e.g. "
+        why + f" Set the project var {TRANSFORMER_VAR!r} to a local model directory, e.g. "
         f"`spacy project run all . --vars.{TRANSFORMER_VAR}=/models/roberta-base`, or "
         "download the model once with network access (it is then read from the cache).",
         exits=1,
@@ -35,8 +35,11 @@ def check_transformer(name: str) -> None:
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            fail(name, "not in the local Hugging Face cache",
-                 f"It is not a local directory, and the Hugging Face Hub cannot be used ({reason}).")  # fmt: skip
+            fail(
+                name,
+                "not in the local Hugging Face cache",
+                f"It is not a local directory, and the Hugging Face Hub cannot be used ({reason}).",
+            )
     from transformers import AutoConfig, AutoTokenizer
 
     try:

@@ -8,8 +8,10 @@ and both ways out: the pip line that fixes it, or the CPU.
 
     python -m scripts.check_gpu --gpu-id 0 --report   # all it found (`spacy project run check-gpu`)
     python -m scripts.check_gpu --gpu-id 0            # one line, or the failure (exit 1)
-    python -m scripts.check_gpu --gpu-id -1 --mixed-precision true --config configs/trf.cfg  # fp16: GPU only
+    # fp16 needs a GPU:
+    python -m scripts.check_gpu --gpu-id -1 --mixed-precision true --config configs/trf.cfg
 """
+
 import re
 import shutil
 import subprocess
@@ -124,9 +126,15 @@ def probe(gpu_id: int) -> Probe:
         try:
             out = subprocess.run(
                 [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10,
-            )  # fmt: skip
-            p.driver = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            p.driver = (
+                out.stdout.strip().splitlines()[0]
+                if out.returncode == 0 and out.stdout.strip()
+                else ""
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     return p
@@ -147,60 +155,84 @@ def problems(p: Probe) -> List[Tuple[str, str]]:
     if p.torch_version is None:
         found.append(("PyTorch is not installed", f"pip install -r {GPU_REQUIREMENTS}"))
     elif not p.torch_cuda:
-        found.append((
-            f"PyTorch {p.torch_version} is a CPU-only build (no CUDA)",
-            f"pip uninstall -y torch && pip install -r {GPU_REQUIREMENTS} "
-            "(pip's default torch on Linux is a CUDA build)",
-        ))  # fmt: skip
+        found.append(
+            (
+                f"PyTorch {p.torch_version} is a CPU-only build (no CUDA)",
+                f"pip uninstall -y torch && pip install -r {GPU_REQUIREMENTS} "
+                "(pip's default torch on Linux is a CUDA build)",
+            )
+        )
     wanted = cupy_line(torch_major)
     wanted_name = wanted.split("[")[0]
     names = [name for name, _ in p.cupy_packages]
     if not names:
-        found.append((
-            "CuPy is not installed (spaCy needs it for `--gpu-id`)",
-            pip_install(wanted) + (f" (CuPy for torch's CUDA {torch_major})" if torch_major else ""),
-        ))  # fmt: skip
+        found.append(
+            (
+                "CuPy is not installed (spaCy needs it for `--gpu-id`)",
+                pip_install(wanted)
+                + (f" (CuPy for torch's CUDA {torch_major})" if torch_major else ""),
+            )
+        )
     elif len(names) > 1:
         others = " ".join(n for n in names if n != wanted_name) or " ".join(names[1:])
-        found.append((
-            f"several CuPy packages are installed ({', '.join(names)}); they overwrite each other",
-            f"pip uninstall -y {others}" + ("" if wanted_name in names else f" && {pip_install(wanted)}"),
-        ))  # fmt: skip
+        found.append(
+            (
+                f"several CuPy packages are installed ({', '.join(names)}); "
+                "they overwrite each other",
+                f"pip uninstall -y {others}"
+                + ("" if wanted_name in names else f" && {pip_install(wanted)}"),
+            )
+        )
     else:
         name = names[0]
         major = cuda_major_of_package(name)
         if torch_major and major and major != torch_major:
-            found.append((
-                f"CuPy ({name}) is built for CUDA {major} but torch for CUDA {p.torch_cuda}",
-                f"pip uninstall -y {name} && {pip_install(wanted)}",
-            ))  # fmt: skip
+            found.append(
+                (
+                    f"CuPy ({name}) is built for CUDA {major} but torch for CUDA {p.torch_cuda}",
+                    f"pip uninstall -y {name} && {pip_install(wanted)}",
+                )
+            )
         elif p.cupy_error:
-            found.append((
-                f"CuPy ({name}) is installed but cannot be imported ({p.cupy_error})",
-                f"pip install --force-reinstall \"{cupy_line(major or torch_major)}\" (with the CUDA libraries)",
-            ))  # fmt: skip
+            found.append(
+                (
+                    f"CuPy ({name}) is installed but cannot be imported ({p.cupy_error})",
+                    f'pip install --force-reinstall "{cupy_line(major or torch_major)}" '
+                    "(with the CUDA libraries)",
+                )
+            )
         elif p.thinc_error:
-            found.append((
-                f"CuPy ({name}) imports, but not its cuBLAS module that spaCy needs ({p.thinc_error})",
-                f"pip install \"{cupy_line(major or torch_major)}\" (with the CUDA libraries)",
-            ))  # fmt: skip
+            found.append(
+                (
+                    f"CuPy ({name}) imports, but not its cuBLAS module that spaCy needs "
+                    f"({p.thinc_error})",
+                    f'pip install "{cupy_line(major or torch_major)}" (with the CUDA libraries)',
+                )
+            )
     if found:
         return found  # the device question needs a working torch and CuPy
     seen = min(p.torch_devices, p.cupy_devices)
     if seen == 0:
-        why = [f"torch: {p.torch_note}" if p.torch_note else "", f"CuPy: {p.cupy_device_error}" if p.cupy_device_error else ""]
+        why = [
+            f"torch: {p.torch_note}" if p.torch_note else "",
+            f"CuPy: {p.cupy_device_error}" if p.cupy_device_error else "",
+        ]
         why = "; ".join(w for w in why if w)
         driver = f"driver {p.driver}" if p.driver else "no nvidia-smi, so probably no NVIDIA driver"
-        found.append((
-            f"no CUDA device is visible ({driver}{'; ' + why if why else ''})",
-            "check the NVIDIA driver (`nvidia-smi`; CUDA 13 needs driver 580 or newer) and "
-            "CUDA_VISIBLE_DEVICES",
-        ))  # fmt: skip
+        found.append(
+            (
+                f"no CUDA device is visible ({driver}{'; ' + why if why else ''})",
+                "check the NVIDIA driver (`nvidia-smi`; CUDA 13 needs driver 580 or newer) and "
+                "CUDA_VISIBLE_DEVICES",
+            )
+        )
     elif p.gpu_id >= seen:
-        found.append((
-            f"there is no GPU {p.gpu_id}: {seen} device(s) visible, ids 0-{seen - 1}",
-            f"--vars.gpu_id={seen - 1}",
-        ))  # fmt: skip
+        found.append(
+            (
+                f"there is no GPU {p.gpu_id}: {seen} device(s) visible, ids 0-{seen - 1}",
+                f"--vars.gpu_id={seen - 1}",
+            )
+        )
     return found
 
 
@@ -219,7 +251,9 @@ def config_uses_mixed_precision(config: Path, mixed_precision: bool) -> bool:
     )
 
 
-def precision_problem(gpu_id: int, mixed_precision: bool, config: Optional[Path]) -> Optional[Tuple[str, str]]:
+def precision_problem(
+    gpu_id: int, mixed_precision: bool, config: Optional[Path]
+) -> Optional[Tuple[str, str]]:
     """mixed_precision=true on the CPU, with a config that would use it (not the cnn one)."""
     if gpu_id >= 0 or not mixed_precision:
         return None
@@ -245,7 +279,10 @@ def describe(p: Probe) -> List[Tuple[str, str]]:
         ("devices torch sees", torch_devices),
         ("CuPy package", cupy),
         ("CuPy's CUDA runtime", p.cupy_cuda or (p.cupy_error or "-")),
-        ("devices CuPy sees", str(p.cupy_devices) + (f" ({p.cupy_device_error})" if p.cupy_device_error else "")),
+        (
+            "devices CuPy sees",
+            str(p.cupy_devices) + (f" ({p.cupy_device_error})" if p.cupy_device_error else ""),
+        ),
         (f"GPU {p.gpu_id}", p.device_name or "-"),
         ("NVIDIA driver", p.driver or "- (no nvidia-smi)"),
     ]
@@ -276,8 +313,15 @@ def require(gpu_id: int, p: Optional[Probe] = None) -> Optional[Probe]:
 def main(
     gpu_id: int = typer.Option(..., help="The GPU to check (project var gpu_id); -1: the CPU"),
     mixed_precision: str = typer.Option("false", help="The var mixed_precision: true or false"),
-    config: Optional[Path] = typer.Option(None, help="Training config (mixed precision only matters with a transformer)", exists=True, dir_okay=False),
-    report: bool = typer.Option(False, "--report", help="Print everything found, not just the verdict"),
+    config: Optional[Path] = typer.Option(
+        None,
+        help="Training config (mixed precision only matters with a transformer)",
+        exists=True,
+        dir_okay=False,
+    ),
+    report: bool = typer.Option(
+        False, "--report", help="Print everything found, not just the verdict"
+    ),
 ):
     """Check that the GPU can be used (torch with CUDA, CuPy for the same CUDA, the device), and
     that fp16 mixed precision is not asked of the CPU; exit 1 with what is missing and how to
@@ -297,7 +341,8 @@ def main(
             msg.info("gpu_id is -1: the steps run on the CPU.")
             return
     p = require(gpu_id, p)
-    torch_cupy = f"torch {p.torch_version} (CUDA {p.torch_cuda}), {p.cupy_packages[0][0]} {p.cupy_packages[0][1]}"
+    cupy_name, cupy_version = p.cupy_packages[0]
+    torch_cupy = f"torch {p.torch_version} (CUDA {p.torch_cuda}), {cupy_name} {cupy_version}"
     msg.good(f"GPU {gpu_id}: {p.device_name} ({torch_cupy})")
 
 

@@ -6,6 +6,7 @@ written until every split has been validated and the official counts checked; ea
 directory then appears in one rename, and earlier corpora of these schemes are removed at
 the start, so a failed run leaves nothing that a later step would take as done.
 """
+
 import json
 import time
 from pathlib import Path
@@ -14,8 +15,15 @@ from typing import List, Optional
 import typer
 from wasabi import msg
 
-from .corpus import DataError, EncodedSplit, atomic_dir, check_sentences, read_jsonl
-from .corpus import reference_mismatch, remove_outputs
+from .corpus import (
+    DataError,
+    EncodedSplit,
+    atomic_dir,
+    check_sentences,
+    read_jsonl,
+    reference_mismatch,
+    remove_outputs,
+)
 from .labels import DATASETS, SCHEMES, SPLITS, corpus_name
 
 

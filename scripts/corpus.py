@@ -7,6 +7,7 @@ corpus/<dataset>_<scheme>/{train,dev,test}.spacy and stats.json).
 Work is done on whole splits as Arrow/NumPy columns rather than sentence by sentence: the
 full English MultiNERD (328k sentences, both schemes) converts in seconds, not minutes.
 """
+
 import codecs
 import gzip
 import io
@@ -76,9 +77,7 @@ class Sentences:
 def as_list_array(column) -> pyarrow.ListArray:
     """One contiguous list<string> array from an Arrow array or chunked column."""
     if isinstance(column, pyarrow.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks else pyarrow.array(
-            [], column.type
-        )
+        column = column.combine_chunks() if column.num_chunks else pyarrow.array([], column.type)
     if pyarrow.types.is_large_list(column.type) or not pyarrow.types.is_string(
         column.type.value_type
     ):
@@ -170,7 +169,9 @@ def ids_to_tags(tag_ids, id_map: Sequence[str], locate: Callable[[int], str]):
     if flat.null_count:
         pos = int(numpy.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
         i = sentence_of(offsets, pos)
-        raise DataError(f"{locate(i)}: the tag id of token {pos - offsets[i] + 1} is missing (null).")
+        raise DataError(
+            f"{locate(i)}: the tag id of token {pos - offsets[i] + 1} is missing (null)."
+        )
     ids = flat.to_numpy()
     bad = numpy.flatnonzero((ids < 0) | (ids >= len(id_map)))
     if len(bad):
@@ -416,7 +417,9 @@ class EncodedSplit:
     def stats(self, labels: Sequence[str], iob: numpy.ndarray, label: numpy.ndarray, repaired):
         begins = label[iob == IOB_B]
         counts = numpy.bincount(begins, minlength=len(labels))
-        ents_per_sentence = numpy.add.reduceat((iob == IOB_B).astype(numpy.int64), self.offsets[:-1])
+        ents_per_sentence = numpy.add.reduceat(
+            (iob == IOB_B).astype(numpy.int64), self.offsets[:-1]
+        )
         return {
             "sentences": len(self.sents),
             "tokens": self.n_tokens,

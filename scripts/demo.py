@@ -10,6 +10,7 @@ meta.
 MODEL_A and MODEL_B are anything spacy.load takes: a pipeline directory
 (training/<name>/model-best) or an installed package name.
 """
+
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -79,11 +80,18 @@ def score_rows(meta: Dict) -> Tuple[Optional[str], List[Dict[str, object]]]:
         return None, []
     split = "test" if performance.get("split") == "test" else "dev (best during training)"
     rows = [
-        {"type": label, "P": round(100 * v["p"], 2), "R": round(100 * v["r"], 2), "F1": round(100 * v["f"], 2)}
+        {
+            "type": label,
+            "P": round(100 * v["p"], 2),
+            "R": round(100 * v["r"], 2),
+            "F1": round(100 * v["f"], 2),
+        }
         for label, v in per_type.items()
     ]
     overall = performance.get("ents_f")
-    caption = f"Per-type scores on the {split} split" + (f"; overall F1 {100 * overall:.2f}" if overall is not None else "")
+    caption = f"Per-type scores on the {split} split" + (
+        f"; overall F1 {100 * overall:.2f}" if overall is not None else ""
+    )
     return caption, rows
 
 
@@ -137,7 +145,8 @@ def main(
     model_a: str = typer.Argument(..., help="System A: a pipeline directory or package name"),
     model_b: str = typer.Argument(..., help="System B: a pipeline directory or package name"),
 ):
-    """System A and System B side by side (run with `python -m streamlit run scripts/demo.py -- A B`)."""
+    """System A and System B side by side
+    (run with `python -m streamlit run scripts/demo.py -- A B`)."""
     render(model_a, model_b)
 
 

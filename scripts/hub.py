@@ -7,6 +7,7 @@ libraries' offline mode, so they read the local cache and fail at once if it lac
 Call it before importing huggingface_hub, datasets or transformers: they read the offline
 variables when imported (modules already imported are switched too, as far as they allow).
 """
+
 import os
 import sys
 from typing import Optional
@@ -46,7 +47,11 @@ def innermost(err: BaseException) -> str:
             break
         err = nested
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text.split("): ", 1)[-1] if text.startswith(("HTTPConnection(", "HTTPSConnection(")) else text
+    return (
+        text.split("): ", 1)[-1]
+        if text.startswith(("HTTPConnection(", "HTTPSConnection("))
+        else text
+    )
 
 
 def unreachable(timeout: float = TIMEOUT_S) -> Optional[str]:

@@ -3,6 +3,7 @@
 Everything that needs the MultiNERD id map, the entity types of a dataset, the label schemes
 (System A, System B) or the official reference counts imports them from here.
 """
+
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -13,22 +14,37 @@ SPLITS: Tuple[str, ...] = ("train", "dev", "test")
 MULTINERD_HUB_ID = "Babelscape/multinerd"
 MULTINERD_TAGS: Tuple[str, ...] = (
     "O",
-    "B-PER", "I-PER",
-    "B-ORG", "I-ORG",
-    "B-LOC", "I-LOC",
-    "B-ANIM", "I-ANIM",
-    "B-BIO", "I-BIO",
-    "B-CEL", "I-CEL",
-    "B-DIS", "I-DIS",
-    "B-EVE", "I-EVE",
-    "B-FOOD", "I-FOOD",
-    "B-INST", "I-INST",
-    "B-MEDIA", "I-MEDIA",
-    "B-MYTH", "I-MYTH",
-    "B-PLANT", "I-PLANT",
-    "B-TIME", "I-TIME",
-    "B-VEHI", "I-VEHI",
-)  # fmt: skip
+    "B-PER",
+    "I-PER",
+    "B-ORG",
+    "I-ORG",
+    "B-LOC",
+    "I-LOC",
+    "B-ANIM",
+    "I-ANIM",
+    "B-BIO",
+    "I-BIO",
+    "B-CEL",
+    "I-CEL",
+    "B-DIS",
+    "I-DIS",
+    "B-EVE",
+    "I-EVE",
+    "B-FOOD",
+    "I-FOOD",
+    "B-INST",
+    "I-INST",
+    "B-MEDIA",
+    "I-MEDIA",
+    "B-MYTH",
+    "I-MYTH",
+    "B-PLANT",
+    "I-PLANT",
+    "B-TIME",
+    "I-TIME",
+    "B-VEHI",
+    "I-VEHI",
+)
 MULTINERD_TYPES: Tuple[str, ...] = tuple(tag[2:] for tag in MULTINERD_TAGS[1::2])
 # The hub repository holds one JSON-lines file a split and language (train/train_de.jsonl,
 # val/val_en.jsonl, ...); `fetch` downloads only the English ones: 37.9 + 5.0 + 4.7 MB, about
@@ -95,12 +111,24 @@ DATASETS: Dict[str, Dataset] = {
             "test": Reference(
                 32908,
                 {
-                    "PER": 10530, "ORG": 6618, "LOC": 24048, "ANIM": 3208, "BIO": 16,
-                    "CEL": 82, "DIS": 1518, "EVE": 704, "FOOD": 1132, "INST": 24,
-                    "MEDIA": 916, "MYTH": 64, "PLANT": 1788, "TIME": 578, "VEHI": 64,
+                    "PER": 10530,
+                    "ORG": 6618,
+                    "LOC": 24048,
+                    "ANIM": 3208,
+                    "BIO": 16,
+                    "CEL": 82,
+                    "DIS": 1518,
+                    "EVE": 704,
+                    "FOOD": 1132,
+                    "INST": 24,
+                    "MEDIA": 916,
+                    "MYTH": 64,
+                    "PLANT": 1788,
+                    "TIME": 578,
+                    "VEHI": 64,
                 },
             )
-        },  # fmt: skip
+        },
         url="https://huggingface.co/datasets/Babelscape/multinerd",
         license="CC BY-NC-SA 4.0",
     ),
@@ -123,11 +151,23 @@ DATASETS: Dict[str, Dataset] = {
 # a shared type alike. PER, ORG, LOC and TIME take displaCy's own colours for PERSON, ORG, LOC
 # and DATE; MISC is CoNLL-2003's.
 ENTITY_COLORS: Dict[str, str] = {
-    "PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "ANIM": "#9be38c",
-    "BIO": "#c7d5e8", "CEL": "#ffd27f", "DIS": "#ff8197", "EVE": "#ffeb80",
-    "FOOD": "#f2b880", "INST": "#c9c9c9", "MEDIA": "#e4b5ff", "MYTH": "#d6a4a4",
-    "PLANT": "#66c2a5", "TIME": "#bfeeb7", "VEHI": "#8fb8de", "MISC": "#f0e6a0",
-}  # fmt: skip
+    "PER": "#aa9cfc",
+    "ORG": "#7aecec",
+    "LOC": "#ff9561",
+    "ANIM": "#9be38c",
+    "BIO": "#c7d5e8",
+    "CEL": "#ffd27f",
+    "DIS": "#ff8197",
+    "EVE": "#ffeb80",
+    "FOOD": "#f2b880",
+    "INST": "#c9c9c9",
+    "MEDIA": "#e4b5ff",
+    "MYTH": "#d6a4a4",
+    "PLANT": "#66c2a5",
+    "TIME": "#bfeeb7",
+    "VEHI": "#8fb8de",
+    "MISC": "#f0e6a0",
+}
 
 
 def corpus_name(dataset: str, scheme: str) -> str:

@@ -1,5 +1,6 @@
 """Write the meta.json that `spacy package` builds a pipeline package with: the trained
 pipeline's meta plus the label scheme, the source dataset and the per-type test scores."""
+
 import json
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def build_meta(model: Path, stats: dict, metrics: dict, name: str, version: str)
 def main(
     model: Path = typer.Argument(..., help="training/<name>/model-best", exists=True),
     stats: Path = typer.Argument(..., help="corpus/<name>/stats.json", exists=True),
-    metrics: Path = typer.Argument(..., help="metrics/<name>.json from spacy evaluate", exists=True),
+    metrics: Path = typer.Argument(
+        ..., help="metrics/<name>.json from spacy evaluate", exists=True
+    ),
     output: Path = typer.Argument(..., help="Where to write the meta.json"),
     name: str = typer.Option(..., help="Package name without the 'en_' prefix"),
     version: str = typer.Option(..., help="Package version"),

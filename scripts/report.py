@@ -9,6 +9,7 @@ sentences, and the training curve read from training/<name>/train_log.jsonl.
 With --readme, the results table between the README's results markers is rewritten
 (MultiNERD runs only: the table is MultiNERD's).
 """
+
 import json
 import re
 from pathlib import Path
@@ -139,7 +140,10 @@ def results_table(systems: Dict[str, Dict]) -> str:
     for s in systems.values():
         types += [t for t in s["labels"] if t not in types]
     header = ["type"] + [f"{n} {k}" for n in names for k in ("P", "R", "F1")]
-    rows = [["**overall**"] + [pct(systems[n]["metrics"][k]) for n in names for k in ("ents_p", "ents_r", "ents_f")]]
+    rows = [
+        ["**overall**"]
+        + [pct(systems[n]["metrics"][k]) for n in names for k in ("ents_p", "ents_r", "ents_f")]
+    ]
     for t in types:
         row = [t]
         for n in names:
@@ -155,7 +159,9 @@ def update_readme(readme: Path, table: str, note: str) -> None:
         msg.warn(f"{readme} has no {README_START} ... {README_END} markers; not updated.")
         return
     block = f"{README_START}\n{note}\n\n{table}\n{README_END}"
-    text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: block, text, flags=re.S)
+    text = re.sub(
+        re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: block, text, flags=re.S
+    )
     readme.write_text(text, encoding="utf-8")
     msg.good(f"Updated the results table in {readme}")
 
@@ -178,14 +184,20 @@ def main(
         metrics = load_json(metrics_dir / f"{name}.json")
         stats = load_json(corpus_dir / name / "stats.json")
         datasets.add(stats.get("dataset"))
-        gold, pred = predict(training_dir / name / "model-best", corpus_dir / name / "test.spacy", gpu_id, batch_size)
+        gold, pred = predict(
+            training_dir / name / "model-best", corpus_dir / name / "test.spacy", gpu_id, batch_size
+        )
         preds[name] = (gold, pred)
         spacy_s = ev.spacy_scores(pred, gold)
         seqeval_s = ev.seqeval_scores(pred, gold)
         labels = stats["labels"]
         rows, cols, table = ev.confusion_table(ev.confusion(pred, gold), labels)
         plot_confusion(rows, cols, table, name, metrics_dir / f"{name}_confusion.png")
-        has_curve = plot_training(read_log(training_dir / name / "train_log.jsonl"), name, metrics_dir / f"{name}_training.png")
+        has_curve = plot_training(
+            read_log(training_dir / name / "train_log.jsonl"),
+            name,
+            metrics_dir / f"{name}_training.png",
+        )
         data[name] = {
             "labels": labels,
             "test_sentences": len(gold),
@@ -199,7 +211,9 @@ def main(
         }
     shared = []
     if len(systems) > 1:
-        shared = [t for t in data[systems[0]]["labels"] if all(t in data[n]["labels"] for n in systems)]
+        shared = [
+            t for t in data[systems[0]]["labels"] if all(t in data[n]["labels"] for n in systems)
+        ]
         for name in systems:
             gold, pred = preds[name]
             data[name]["shared"] = ev.spacy_scores(
@@ -208,14 +222,21 @@ def main(
     report = render(data, systems, shared)
     metrics_dir.mkdir(parents=True, exist_ok=True)
     (metrics_dir / "report.md").write_text(report, encoding="utf-8")
-    (metrics_dir / "report.json").write_text(json.dumps({"systems": data, "shared_types": shared}, indent=2) + "\n")
+    (metrics_dir / "report.json").write_text(
+        json.dumps({"systems": data, "shared_types": shared}, indent=2) + "\n"
+    )
     msg.good(f"Wrote {metrics_dir / 'report.md'}")
     for name in systems:
         if data[name]["max_difference"] > AGREE:
-            msg.warn(f"{name}: spaCy and seqeval differ by {data[name]['max_difference']:.4f}; see the report.")
+            msg.warn(
+                f"{name}: spaCy and seqeval differ by {data[name]['max_difference']:.4f}; "
+                "see the report."
+            )
     if readme and datasets != {"multinerd"}:
-        msg.info(f"The README's results table is MultiNERD's: a {', '.join(sorted(map(str, datasets)))} "
-                 "run does not fill it (see metrics/report.md).")  # fmt: skip
+        msg.info(
+            f"The README's results table is MultiNERD's: a {', '.join(sorted(map(str, datasets)))} "
+            "run does not fill it (see metrics/report.md)."
+        )
     elif readme:
         note = (
             "Test-split scores from `spacy evaluate` (entity P/R/F1 in %), written by the "
@@ -231,13 +252,28 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
         "(`spacy evaluate --gold-preproc`). Figures are percentages."
     )
     out += ["", "## Overall", ""]
-    out.append(md_table(
-        ["system", "sentences", "P", "R", "F1", "token accuracy (BIO)"],
-        [[n, f"{data[n]['test_sentences']:,}", pct(data[n]["metrics"]["ents_p"]), pct(data[n]["metrics"]["ents_r"]),
-          pct(data[n]["metrics"]["ents_f"]), pct(data[n]["token_accuracy"])] for n in systems],
-    ))  # fmt: skip
-    out += ["", "Token accuracy counts every token, O included, whose IOB2 tag (with its type) "
-            "equals the gold tag: the accuracy column of earlier MultiNERD work.", ""]  # fmt: skip
+    out.append(
+        md_table(
+            ["system", "sentences", "P", "R", "F1", "token accuracy (BIO)"],
+            [
+                [
+                    n,
+                    f"{data[n]['test_sentences']:,}",
+                    pct(data[n]["metrics"]["ents_p"]),
+                    pct(data[n]["metrics"]["ents_r"]),
+                    pct(data[n]["metrics"]["ents_f"]),
+                    pct(data[n]["token_accuracy"]),
+                ]
+                for n in systems
+            ],
+        )
+    )
+    out += [
+        "",
+        "Token accuracy counts every token, O included, whose IOB2 tag (with its type) "
+        "equals the gold tag: the accuracy column of earlier MultiNERD work.",
+        "",
+    ]
     out += ["## Per type", "", results_table(data), ""]
     if shared:
         out += ["## The shared types on the same test sentences", ""]
@@ -249,7 +285,9 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
         header = ["type"] + [f"{n} F1" for n in systems]
         rows = [["**all shared (micro)**"] + [pct(data[n]["shared"]["f"]) for n in systems]]
         for t in shared:
-            rows.append([t] + [pct(data[n]["shared"]["per_type"].get(t, {}).get("f")) for n in systems])
+            rows.append(
+                [t] + [pct(data[n]["shared"]["per_type"].get(t, {}).get("f")) for n in systems]
+            )
         out += [md_table(header, rows), ""]
     out += ["## Cross-check: spaCy's scorer and seqeval", ""]
     out.append(
@@ -260,13 +298,40 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
     rows = []
     for n in systems:
         s, q, d = data[n]["spacy"], data[n]["seqeval"], data[n]["max_difference"]
-        rows.append([n, pct(s["p"]), pct(s["r"]), pct(s["f"]), pct(q["p"]), pct(q["r"]), pct(q["f"]), f"{d:.5f}",
-                     "yes" if d <= AGREE else "**NO**"])  # fmt: skip
-    out += [md_table(["system", "spaCy P", "spaCy R", "spaCy F1", "seqeval P", "seqeval R", "seqeval F1",
-                      "max difference (overall and per type)", f"agree to {AGREE}"], rows), ""]  # fmt: skip
+        rows.append(
+            [
+                n,
+                pct(s["p"]),
+                pct(s["r"]),
+                pct(s["f"]),
+                pct(q["p"]),
+                pct(q["r"]),
+                pct(q["f"]),
+                f"{d:.5f}",
+                "yes" if d <= AGREE else "**NO**",
+            ]
+        )
+    out += [
+        md_table(
+            [
+                "system",
+                "spaCy P",
+                "spaCy R",
+                "spaCy F1",
+                "seqeval P",
+                "seqeval R",
+                "seqeval F1",
+                "max difference (overall and per type)",
+                f"agree to {AGREE}",
+            ],
+            rows,
+        ),
+        "",
+    ]
     verdict = all(data[n]["max_difference"] <= AGREE for n in systems)
     out.append(
-        f"**spaCy and seqeval agree to {AGREE} for every system.**" if verdict
+        f"**spaCy and seqeval agree to {AGREE} for every system.**"
+        if verdict
         else f"**spaCy and seqeval do NOT agree to {AGREE}** for at least one system."
     )
     out += ["", "## Confusion matrices", ""]
@@ -279,7 +344,12 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
     for n in systems:
         c = data[n]["confusion"]
         out += ["", f"### {n}", "", f"![confusion matrix of {n}]({n}_confusion.png)", ""]
-        out.append(md_table(["gold \\ predicted"] + c["cols"], [[r] + row for r, row in zip(c["rows"], c["table"])]))
+        out.append(
+            md_table(
+                ["gold \\ predicted"] + c["cols"],
+                [[r] + row for r, row in zip(c["rows"], c["table"])],
+            )
+        )
     out += ["", "## Training curves", ""]
     for n in systems:
         if data[n]["training_curve"]:

@@ -33,7 +33,9 @@ def fixture_rows():
 def run_cli(*args, cwd=ROOT, env=None):
     """Run `python -m <args>` like project.yml does; returns the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), (env or {}).get("PYTHONPATH")]))
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), (env or {}).get("PYTHONPATH")])
+    )
     return subprocess.run(
         [sys.executable, "-m", *map(str, args)],
         cwd=cwd,

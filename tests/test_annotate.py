@@ -1,6 +1,7 @@
 """Annotating raw text at any size: every input type and output format, the same entities from
 one process, two processes and local Ray with two actors, resuming after an interrupted run,
 and each kind of bad input (stopped with file and line, or skipped and counted)."""
+
 import json
 from pathlib import Path
 from typing import Dict
@@ -16,21 +17,33 @@ from scripts.annotate import BadInput, Options
 
 from .conftest import run_cli
 
-PATTERNS = {"Ada Lovelace": "PER", "London": "LOC", "Zeus": "MYTH", "wolf": "ANIM", "cholera": "DIS",
-            "Red Cross": "ORG"}  # fmt: skip
+PATTERNS = {
+    "Ada Lovelace": "PER",
+    "London": "LOC",
+    "Zeus": "MYTH",
+    "wolf": "ANIM",
+    "cholera": "DIS",
+    "Red Cross": "ORG",
+}
 PLACES = ["London", "Paris", "Rome"]
 
 
 def text(i: int) -> str:
     words = " ".join(["very"] * (i % 7))  # texts of different lengths
-    return f"Ada Lovelace saw a {words} wolf near {PLACES[i % 3]} and Zeus {i}." if i % 4 else f"Cholera and cholera in London {i}."
+    return (
+        f"Ada Lovelace saw a {words} wolf near {PLACES[i % 3]} and Zeus {i}."
+        if i % 4
+        else f"Cholera and cholera in London {i}."
+    )
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "ruler"
     nlp = spacy.blank("en")
-    nlp.add_pipe("entity_ruler").add_patterns([{"label": v, "pattern": k} for k, v in PATTERNS.items()])
+    nlp.add_pipe("entity_ruler").add_patterns(
+        [{"label": v, "pattern": k} for k, v in PATTERNS.items()]
+    )
     nlp.to_disk(path)
     return str(path)
 
@@ -57,7 +70,6 @@ def write_inputs(folder: Path, n_txt=23, n_jsonl=17, n_parquet=15) -> Dict:
     return expected
 
 
-
 def read_output(out: Path, fmt="jsonl") -> Dict:
     """{id: (entities, other fields)} of every shard."""
     got = {}
@@ -68,8 +80,10 @@ def read_output(out: Path, fmt="jsonl") -> Dict:
             rows = pq.read_table(part).to_pylist()
         else:
             nlp = spacy.blank("en")
-            rows = [{"id": d.user_data["id"], "entities": ann.entities(d), **d.user_data["fields"]}
-                    for d in DocBin().from_disk(part).get_docs(nlp.vocab)]  # fmt: skip
+            rows = [
+                {"id": d.user_data["id"], "entities": ann.entities(d), **d.user_data["fields"]}
+                for d in DocBin().from_disk(part).get_docs(nlp.vocab)
+            ]
         for row in rows:
             rid = row.pop("id")
             assert rid not in got, f"{rid} twice"
@@ -98,8 +112,9 @@ def test_every_input_type_gives_ids_entities_and_the_other_fields(model, tmp_pat
     assert got["pq-3"][1] == {"year": 2003}
     assert got["a.txt:5"][1] == {}
     for rid, ents in want.items():  # offsets point at the entity text
-        assert all(texts[rid][e["start"]:e["end"]] == e["text"] for e in ents)
-    # a.txt: 23 lines in shards of 10 -> 3; b.jsonl: 17 -> 2; c.parquet: row groups of 4 -> 15 rows in 2
+        assert all(texts[rid][e["start"] : e["end"]] == e["text"] for e in ents)
+    # a.txt: 23 lines in shards of 10 -> 3; b.jsonl: 17 -> 2;
+    # c.parquet: row groups of 4 -> 15 rows in 2
     assert summary["shards"] == 3 + 2 + 2 and summary["texts"] == len(texts)
     assert summary["words"] > 0 and summary["errors"] == 0
 
@@ -113,8 +128,18 @@ def test_parquet_and_docbin_outputs_hold_the_same(model, tmp_path, fmt):
     assert {k: v[0] for k, v in other.items()} == {k: v[0] for k, v in jsonl.items()}
     if fmt == "parquet":
         schema = pq.read_schema(next((tmp_path / fmt).glob("part-*.parquet")))
-        entity = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())])
-        assert pa.types.is_list(schema.field("entities").type) and schema.field("entities").type.value_type == entity
+        entity = pa.struct(
+            [
+                ("start", pa.int64()),
+                ("end", pa.int64()),
+                ("label", pa.string()),
+                ("text", pa.string()),
+            ]
+        )
+        assert (
+            pa.types.is_list(schema.field("entities").type)
+            and schema.field("entities").type.value_type == entity
+        )
     assert len(texts) == len(other)
 
 
@@ -122,7 +147,11 @@ def test_one_process_two_processes_and_ray_agree(model, tmp_path):
     pytest.importorskip("ray")
     texts = write_inputs(tmp_path / "in", n_txt=61, n_jsonl=33, n_parquet=21)
     outputs = {}
-    for name, kwargs in (("single", {}), ("two", {"n_process": 2}), ("ray", {"engine": "ray", "actors": 2})):
+    for name, kwargs in (
+        ("single", {}),
+        ("two", {"n_process": 2}),
+        ("ray", {"engine": "ray", "actors": 2}),
+    ):
         summary = run(model, tmp_path / "in", tmp_path / name, shard_size=16, **kwargs)
         assert summary["texts"] == len(texts) and summary["engine"] == kwargs.get("engine", "local")
         outputs[name] = read_output(tmp_path / name)
@@ -132,7 +161,9 @@ def test_one_process_two_processes_and_ray_agree(model, tmp_path):
         parts = sorted(p.name for p in (tmp_path / name).glob("part-*"))
         assert parts == sorted(p.name for p in (tmp_path / "single").glob("part-*"))
         for part in parts:
-            assert (tmp_path / name / part).read_bytes() == (tmp_path / "single" / part).read_bytes()
+            assert (tmp_path / name / part).read_bytes() == (
+                tmp_path / "single" / part
+            ).read_bytes()
 
 
 def test_an_interrupted_run_resumes_after_its_finished_shards(model, tmp_path, monkeypatch):
@@ -163,7 +194,11 @@ def test_an_interrupted_run_resumes_after_its_finished_shards(model, tmp_path, m
     monkeypatch.setattr(ann, "annotate_shard", dies_on_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         run(model, tmp_path / "in", out, shard_size=10)
-    assert sorted(p.name for p in out.glob("part-*")) == ["part-000000.jsonl", "part-000001.jsonl", "part-000002.jsonl"]
+    assert sorted(p.name for p in out.glob("part-*")) == [
+        "part-000000.jsonl",
+        "part-000001.jsonl",
+        "part-000002.jsonl",
+    ]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no half-written file
     assert json.loads((out / "manifest.json").read_text())["shard_size"] == 10
     killed = out / ".part-000004.jsonl.tmp-99999"  # what a killed worker process leaves
@@ -172,11 +207,17 @@ def test_an_interrupted_run_resumes_after_its_finished_shards(model, tmp_path, m
     monkeypatch.setattr(ann, "annotate_shard", real)
     calls.clear()
     resumed = []
-    monkeypatch.setattr(ann, "annotate_shard", lambda nlp, shard, *a, **k: resumed.append(shard.index) or real(nlp, shard, *a, **k))
+    monkeypatch.setattr(
+        ann,
+        "annotate_shard",
+        lambda nlp, shard, *a, **k: resumed.append(shard.index) or real(nlp, shard, *a, **k),
+    )
     summary = run(model, tmp_path / "in", out, shard_size=10)
     assert resumed == [3, 4, 5, 6] and summary["shards_skipped"] == 3
     assert not killed.exists()
-    assert all(out.joinpath(name).stat().st_mtime_ns == t for name, t in before.items())  # not redone
+    assert all(
+        out.joinpath(name).stat().st_mtime_ns == t for name, t in before.items()
+    )  # not redone
     fresh = tmp_path / "fresh"
     run(model, tmp_path / "in", fresh, shard_size=10)
     assert read_output(out) == read_output(fresh) and len(read_output(out)) == len(texts)
@@ -188,17 +229,37 @@ def test_a_resumed_run_with_other_settings_is_refused(model, tmp_path):
     with pytest.raises(BadInput, match="other settings.*shard_size"):
         run(model, tmp_path / "in", tmp_path / "out", shard_size=8)
     run(model, tmp_path / "in", tmp_path / "out", shard_size=8, overwrite=True)
-    assert len(list((tmp_path / "out").glob("part-*"))) == 3 + 3 + 2  # 8 rows fit two row groups of 4
+    assert (
+        len(list((tmp_path / "out").glob("part-*"))) == 3 + 3 + 2
+    )  # 8 rows fit two row groups of 4
 
 
 BAD = {
     # name: (file, its content, the expected message, the bad line, its good records)
-    "not JSON": ("x.jsonl", '{"text": "Zeus"}\n{"text": "London"\n{"text": "Ada Lovelace"}\n', "not valid JSON", 2, 2),
+    "not JSON": (
+        "x.jsonl",
+        '{"text": "Zeus"}\n{"text": "London"\n{"text": "Ada Lovelace"}\n',
+        "not valid JSON",
+        2,
+        2,
+    ),
     "no text field": ("x.jsonl", '{"text": "Zeus"}\n{"body": "London"}\n', "no 'text' field", 2, 1),
     "empty text": ("x.txt", "Zeus in London\n\nAda Lovelace\n", "empty text", 2, 2),
-    "too long": ("x.txt", "Zeus\n" + "London " * 20 + "\nRome\n", "more than the pipeline's max_length (50)", 2, 2),
+    "too long": (
+        "x.txt",
+        "Zeus\n" + "London " * 20 + "\nRome\n",
+        "more than the pipeline's max_length (50)",
+        2,
+        2,
+    ),
     "not UTF-8": ("x.txt", b"Zeus\nZ\xfcrich\n", "not UTF-8", 2, 1),
-    "not a string": ("x.jsonl", '{"text": "Zeus"}\n{"text": 42}\n', "'text' is not a string (int)", 2, 1),
+    "not a string": (
+        "x.jsonl",
+        '{"text": "Zeus"}\n{"text": 42}\n',
+        "'text' is not a string (int)",
+        2,
+        1,
+    ),
 }
 
 
@@ -218,17 +279,28 @@ def test_bad_input_stops_with_file_and_line_and_keeps_the_written_shards(model, 
         run(model, tmp_path / "in", tmp_path / "out", shard_size=10, max_length=50)
     problem, line = BAD[name][2:4]
     assert str(err.value).startswith(f"{bad.name}, line {line}: ") and problem in str(err.value)
-    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == ["part-000000.jsonl", "part-000001.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == [
+        "part-000000.jsonl",
+        "part-000001.jsonl",
+    ]
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_is_skipped_recorded_and_counted(model, tmp_path, name):
     bad = write_bad(tmp_path / "in", name)
-    summary = run(model, tmp_path / "in", tmp_path / "out", shard_size=10, max_length=50, errors="skip")
+    summary = run(
+        model, tmp_path / "in", tmp_path / "out", shard_size=10, max_length=50, errors="skip"
+    )
     problem, line, good = BAD[name][2:]
-    errors = [json.loads(x) for p in (tmp_path / "out" / "errors").glob("*.jsonl") for x in p.read_text().splitlines()]
-    assert [(e["file"], e["line"]) for e in errors] == [(bad.name, line)] and problem in errors[0]["problem"]
+    errors = [
+        json.loads(x)
+        for p in (tmp_path / "out" / "errors").glob("*.jsonl")
+        for x in p.read_text().splitlines()
+    ]
+    assert [(e["file"], e["line"]) for e in errors] == [(bad.name, line)] and problem in errors[0][
+        "problem"
+    ]
     assert summary["errors"] == 1
     got = read_output(tmp_path / "out")
     assert f"{bad.name}:{line}" not in got and f"{bad.name}:1" in got and len(got) == 12 + good
@@ -248,7 +320,9 @@ def test_an_unreadable_file_is_named(model, tmp_path):
 
 def test_cli_reports_bad_input_without_traceback_and_shows_progress(model, tmp_path):
     write_bad(tmp_path / "in", "not JSON")
-    result = run_cli("scripts.annotate", model, tmp_path / "in", tmp_path / "out", "--shard-size", "10")
+    result = run_cli(
+        "scripts.annotate", model, tmp_path / "in", tmp_path / "out", "--shard-size", "10"
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in out
     assert "z_x.jsonl, line 2: not valid JSON" in " ".join(out.split())

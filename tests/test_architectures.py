@@ -1,12 +1,13 @@
 """multinerd.TransformerModel.v1 (configs/trf.cfg): its CPU prediction path must compute what
 spacy-transformers' own path computes, for every grouping and after every update."""
-import pytest
 
-# a nested copy that fails its check falls back with this warning: here that is a failure
-pytestmark = pytest.mark.filterwarnings("error:multinerd.TransformerModel.v1")
+import pytest
 
 from scripts.architectures import length_groups
 from tests.tiny_transformer import build_tiny_transformer, write_tiny_config
+
+# a nested copy that fails its check falls back with this warning: here that is a failure
+pytestmark = pytest.mark.filterwarnings("error:multinerd.TransformerModel.v1")
 
 TEXTS = [
     "Angela Merkel visited New York .",
@@ -42,7 +43,11 @@ def nlp(tmp_path_factory):
     base = tmp_path_factory.mktemp("arch")
     tiny = build_tiny_transformer(base / "tiny-bert", TEXTS * 10)
     cfg_path = write_tiny_config(ROOT / "configs" / "trf.cfg", base / "tiny.cfg")
-    config = load_config(cfg_path, overrides={"paths.transformer": str(tiny), "system.mixed_precision": False}, interpolate=True)
+    config = load_config(
+        cfg_path,
+        overrides={"paths.transformer": str(tiny), "system.mixed_precision": False},
+        interpolate=True,
+    )
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)
     examples = []
     for i, text in enumerate(TEXTS):
@@ -78,8 +83,11 @@ def assert_same_outputs(model, docs):
     b = torch.as_tensor(expected.model_output.last_hidden_state)
     assert a.shape == b.shape
     assert torch.allclose(a[mask], b[mask], atol=1e-5)
-    assert torch.allclose(torch.as_tensor(got.model_output.pooler_output),
-                          torch.as_tensor(expected.model_output.pooler_output), atol=1e-5)  # fmt: skip
+    assert torch.allclose(
+        torch.as_tensor(got.model_output.pooler_output),
+        torch.as_tensor(expected.model_output.pooler_output),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("pieces,nested", [(384, True), (12, True), (12, False), (10**6, False)])
@@ -114,15 +122,23 @@ def test_pipeline_results_survive_serialization(nlp):
     import spacy
 
     texts = TEXTS * 3
-    expected = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts, batch_size=4)]
+    expected = [
+        [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+        for doc in nlp.pipe(texts, batch_size=4)
+    ]
     loaded = spacy.blank("en").from_config(nlp.config).from_bytes(nlp.to_bytes())
     model = loaded.get_pipe("transformer").model
-    got = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in loaded.pipe(texts, batch_size=4)]
+    got = [
+        [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+        for doc in loaded.pipe(texts, batch_size=4)
+    ]
     assert got == expected
     assert model._func.state["predictor"].layers is not None
     # with the nested path switched off the entities are the same
     model.attrs["nested_tensors"] = False
-    assert [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in loaded.pipe(texts)] == expected
+    assert [
+        [(e.start_char, e.end_char, e.label_) for e in d.ents] for d in loaded.pipe(texts)
+    ] == expected
 
 
 def test_an_encoder_without_a_nested_copy_keeps_the_plain_layers(nlp):
@@ -148,11 +164,20 @@ def test_cpu_predictor_matches_the_encoder_it_stands_in_for(kind):
     from scripts.architectures import CPUPredictor, nested_encoder, nested_forward
 
     torch.manual_seed(0)
-    sizes = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    sizes = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
     if kind == "bert":
         encoder, pad = BertModel(BertConfig(**sizes)), 0
     else:
-        encoder, pad = RobertaModel(RobertaConfig(**sizes, max_position_embeddings=64, pad_token_id=1)), 1
+        encoder, pad = (
+            RobertaModel(RobertaConfig(**sizes, max_position_embeddings=64, pad_token_id=1)),
+            1,
+        )
     with torch.no_grad():
         for param in encoder.parameters():
             param.add_(torch.randn_like(param) * 0.05)
@@ -189,7 +214,13 @@ def test_an_encoder_off_the_cpu_takes_spacy_transformers_own_path(nlp, monkeypat
 
     from scripts.architectures import CPUPredictor
 
-    sizes = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    sizes = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
     off_cpu = CPUPredictor(BertModel(BertConfig(**sizes)).to("meta"), 384, nested=True)
     assert (off_cpu.on_cpu, off_cpu.layers) == (False, None)
 
@@ -207,5 +238,7 @@ def test_an_encoder_off_the_cpu_takes_spacy_transformers_own_path(nlp, monkeypat
     got = model.predict(docs)
     assert model._func.state["predictor"] is predictor  # kept, not rebuilt on every batch
     assert model.layers[0].shims[0]._model is predictor.encoder
-    assert torch.allclose(torch.as_tensor(got.model_output.last_hidden_state),
-                          torch.as_tensor(expected.model_output.last_hidden_state))  # fmt: skip
+    assert torch.allclose(
+        torch.as_tensor(got.model_output.last_hidden_state),
+        torch.as_tensor(expected.model_output.last_hidden_state),
+    )

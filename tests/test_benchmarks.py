@@ -1,5 +1,6 @@
 """The scoring parts of the benchmarks: what they count must be right, or the figures in
 benchmarks/RESULTS.md mean nothing. (The benchmarks themselves are project commands.)"""
+
 import json
 
 import pytest
@@ -9,11 +10,13 @@ from benchmarks.bench_inference import exact_f1, load_test
 from tests.tiny_transformer import build_tiny_transformer
 
 SENTS = [
-    {"tokens": ["Angela", "Merkel", "visited", "New", "York", "."],
-     "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]},
+    {
+        "tokens": ["Angela", "Merkel", "visited", "New", "York", "."],
+        "tags": ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"],
+    },
     {"tokens": ["No", "entities", "here"], "tags": ["O", "O", "O"]},
     {"tokens": ["AL-AIN", "beat", "Real", "Madrid"], "tags": ["B-ORG", "O", "B-ORG", "I-ORG"]},
-]  # fmt: skip
+]
 
 
 @pytest.fixture
@@ -29,8 +32,12 @@ def test_load_test_gold_spans_are_char_offsets_of_the_joined_text(assets):
     assert texts[0] == "Angela Merkel visited New York ."
     assert n_words == 13
     found = {(i, texts[i][s:e], label) for i, s, e, label in gold}
-    assert found == {(0, "Angela Merkel", "PER"), (0, "New York", "LOC"),
-                     (2, "AL-AIN", "ORG"), (2, "Real Madrid", "ORG")}  # fmt: skip
+    assert found == {
+        (0, "Angela Merkel", "PER"),
+        (0, "New York", "LOC"),
+        (2, "AL-AIN", "ORG"),
+        (2, "Real Madrid", "ORG"),
+    }
     texts, gold, n_words = load_test(assets, limit=1)
     assert len(texts) == 1 and len(gold) == 2 and n_words == 6
 
@@ -86,8 +93,16 @@ def test_bench_inference_rejects_a_bad_system_before_running_any(tmp_path):
     app = typer.Typer()
     app.command()(main)
     out = tmp_path / "inference.json"
-    args = ["--spacy-model", str(tmp_path / "none"), "--hf-model", str(tmp_path / "none"),
-            "--systems", "spacy-256,hf-bogus", "--output", str(out)]  # fmt: skip
+    args = [
+        "--spacy-model",
+        str(tmp_path / "none"),
+        "--hf-model",
+        str(tmp_path / "none"),
+        "--systems",
+        "spacy-256,hf-bogus",
+        "--output",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     # a usage error (2), not the first system's failure on the missing model (1)
     assert result.exit_code == 2, result.output
@@ -132,7 +147,15 @@ def test_inference_systems_are_parsed_or_refused():
     assert parse_system("spacy-plain") == ("spacy", (True, None))
     assert parse_system("spacy-plain-256") == ("spacy", (True, 256))
     assert parse_system("hf-first") == ("hf", "first")
-    bad_systems = ["spacy-0", "spacy-007", "spacy-", "spacy-plain-x", "spacy-plainx", "spacy-plain--5", "spacy-plain-"]
+    bad_systems = [
+        "spacy-0",
+        "spacy-007",
+        "spacy-",
+        "spacy-plain-x",
+        "spacy-plainx",
+        "spacy-plain--5",
+        "spacy-plain-",
+    ]
     for bad in bad_systems + ["hf-mean", "flair"]:
         with pytest.raises(typer.BadParameter, match="unknown system"):
             parse_system(bad)

@@ -1,5 +1,6 @@
 """The corpus step: fetch (English filter, sources, bad input) and convert (schemes, stats,
 DocBin contents, official counts, atomic output)."""
+
 import json
 import shutil
 from dataclasses import replace
@@ -143,9 +144,7 @@ def test_tag_id_out_of_range_names_file_and_sentence(tmp_path, fixture_rows):
 
 def test_length_mismatch_names_file_and_sentence(tmp_path, fixture_rows):
     row = fixture_rows["train"][2]
-    write_hub_dir(
-        tmp_path / "d", doctored(fixture_rows, "train", 3, ner_tags=row["ner_tags"][:-1])
-    )
+    write_hub_dir(tmp_path / "d", doctored(fixture_rows, "train", 3, ner_tags=row["ner_tags"][:-1]))
     message = fetch_error(tmp_path / "d")
     assert "train.jsonl" in message and "line 3" in message
     assert f"{len(row['tokens'])} tokens but {len(row['tokens']) - 1} tags" in message
@@ -272,11 +271,13 @@ def test_docbin_equals_spacys_own_path(tmp_path):
     ref_docs = [
         Doc(nlp.vocab, words=w, spaces=[True] * len(w), ents=t)
         for w, t in (
-            (["Ada", "Lovelace", "met", "Zeus", "in", "New", "York"],
-             ["B-PER", "I-PER", "O", "O", "O", "B-LOC", "I-LOC"]),
+            (
+                ["Ada", "Lovelace", "met", "Zeus", "in", "New", "York"],
+                ["B-PER", "I-PER", "O", "O", "O", "B-LOC", "I-LOC"],
+            ),
             (["Hi", "Smith"], ["O", "B-PER"]),
         )
-    ]  # fmt: skip
+    ]
     ref = DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], docs=ref_docs)
     assert fast.attrs == ref.attrs
     for a, b in zip(fast.tokens, ref.tokens):
@@ -285,7 +286,10 @@ def test_docbin_equals_spacys_own_path(tmp_path):
         assert (a == b).all()
     assert fast.span_groups == ref.span_groups and fast.flags == ref.flags
     docs = list(fast.get_docs(nlp.vocab))
-    assert [(e.text, e.label_) for e in docs[0].ents] == [("Ada Lovelace", "PER"), ("New York", "LOC")]
+    assert [(e.text, e.label_) for e in docs[0].ents] == [
+        ("Ada Lovelace", "PER"),
+        ("New York", "LOC"),
+    ]
     assert docs[1].text == "Hi Smith " and docs[1].ents[0].label_ == "PER"
 
 
@@ -340,8 +344,11 @@ def test_failed_convert_leaves_nothing_behind(tmp_path, monkeypatch):
     # scheme a was complete and renamed into place; scheme b left no dir, no temp files
     assert leftovers == ["multinerd_a"]
     assert sorted(p.name for p in (corpus / "multinerd_a").iterdir()) == [
-        "dev.spacy", "stats.json", "test.spacy", "train.spacy"
-    ]  # fmt: skip
+        "dev.spacy",
+        "stats.json",
+        "test.spacy",
+        "train.spacy",
+    ]
 
 
 def test_failed_validation_removes_stale_outputs(tmp_path):

@@ -1,5 +1,6 @@
 """The demo page, run headless by streamlit's AppTest on two tiny pipelines: both columns, the
 entities with their labels and fixed colours, the examples, and the scores from the meta."""
+
 import pytest
 
 pytest.importorskip("streamlit")
@@ -11,16 +12,27 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from scripts.labels import ENTITY_COLORS, MULTINERD_TYPES, SCHEMES  # noqa: E402
 
 PATTERNS = {
-    "John Snow": "PER", "cholera": "DIS", "Soho": "LOC", "Broad Street": "LOC", "rats": "ANIM",
-    "plague": "DIS", "Yunnan": "LOC", "olive tree": "PLANT", "Boeing 747": "VEHI",
-    "basmati rice": "FOOD", "Delhi": "LOC", "London": "LOC",
-}  # fmt: skip
+    "John Snow": "PER",
+    "cholera": "DIS",
+    "Soho": "LOC",
+    "Broad Street": "LOC",
+    "rats": "ANIM",
+    "plague": "DIS",
+    "Yunnan": "LOC",
+    "olive tree": "PLANT",
+    "Boeing 747": "VEHI",
+    "basmati rice": "FOOD",
+    "Delhi": "LOC",
+    "London": "LOC",
+}
 
 
 def tiny_pipeline(path, keep, meta):
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("entity_ruler")
-    ruler.add_patterns([{"label": lab, "pattern": text} for text, lab in PATTERNS.items() if lab in keep])
+    ruler.add_patterns(
+        [{"label": lab, "pattern": text} for text, lab in PATTERNS.items() if lab in keep]
+    )
     nlp.meta.update(meta)
     nlp.to_disk(path)
     return str(path)
@@ -30,10 +42,25 @@ def tiny_pipeline(path, keep, meta):
 def models(tmp_path_factory):
     base = tmp_path_factory.mktemp("demo")
     per_type = {t: {"p": 0.9, "r": 0.8, "f": 0.847} for t in MULTINERD_TYPES}
-    a = tiny_pipeline(base / "a", MULTINERD_TYPES, {
-        "name": "tiny_a", "performance": {"ents_f": 0.8, "ents_per_type": per_type, "split": "test"}})
-    b = tiny_pipeline(base / "b", SCHEMES["b"].types, {
-        "name": "tiny_b", "performance": {"ents_f": 0.7, "ents_per_type": {t: per_type[t] for t in SCHEMES["b"].types}}})
+    a = tiny_pipeline(
+        base / "a",
+        MULTINERD_TYPES,
+        {
+            "name": "tiny_a",
+            "performance": {"ents_f": 0.8, "ents_per_type": per_type, "split": "test"},
+        },
+    )
+    b = tiny_pipeline(
+        base / "b",
+        SCHEMES["b"].types,
+        {
+            "name": "tiny_b",
+            "performance": {
+                "ents_f": 0.7,
+                "ents_per_type": {t: per_type[t] for t in SCHEMES["b"].types},
+            },
+        },
+    )
     return a, b
 
 
@@ -44,7 +71,9 @@ def page(model_a, model_b):
 
 
 def run_page(models):
-    at = AppTest.from_function(page, kwargs={"model_a": models[0], "model_b": models[1]}, default_timeout=120)
+    at = AppTest.from_function(
+        page, kwargs={"model_a": models[0], "model_b": models[1]}, default_timeout=120
+    )
     at.run()
     assert not at.exception, at.exception
     return at
@@ -65,10 +94,21 @@ def test_both_systems_side_by_side_with_fixed_colours(models):
             assert ENTITY_COLORS[label] in html
     # the entity tables: System A's entities with their labels and offsets
     table_a = a.dataframe[0].value
-    assert list(table_a["text"]) == ["John Snow", "cholera", "Soho", "Broad Street", "rats", "plague", "Yunnan"]
+    assert list(table_a["text"]) == [
+        "John Snow",
+        "cholera",
+        "Soho",
+        "Broad Street",
+        "rats",
+        "plague",
+        "Yunnan",
+    ]
     assert list(table_a["label_"]) == ["PER", "DIS", "LOC", "LOC", "ANIM", "DIS", "LOC"]
     text = at.text_area[0].value
-    assert all(text[int(s):int(e)] == t for t, s, e in zip(table_a["text"], table_a["start_char"], table_a["end_char"]))
+    assert all(
+        text[int(s) : int(e)] == t
+        for t, s, e in zip(table_a["text"], table_a["start_char"], table_a["end_char"])
+    )
 
 
 def test_an_example_with_fine_types_system_b_does_not_know(models):
@@ -88,7 +128,10 @@ def test_own_text_and_the_scores_from_the_meta(models):
     at = run_page(models)
     at.text_area[0].input("Rats carried the plague to London.").run()
     assert not at.exception
-    assert list(at.columns[0].dataframe[0].value["text"]) == ["plague", "London"]  # case-sensitive ruler
+    assert list(at.columns[0].dataframe[0].value["text"]) == [
+        "plague",
+        "London",
+    ]  # case-sensitive ruler
     captions = [c.value for c in at.caption]
     assert any("Per-type scores on the test split; overall F1 80.00" in c for c in captions)
     assert any("dev (best during training)" in c for c in captions)  # B's meta has no test split

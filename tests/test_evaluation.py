@@ -1,4 +1,5 @@
 """The report's measures on hand-made docs with known answers."""
+
 import pytest
 import spacy
 from spacy.tokens import Doc
@@ -14,9 +15,7 @@ def nlp():
 
 def make(nlp, words, ents):
     doc = Doc(nlp.vocab, words=words)
-    doc.ents = [
-        spacy.tokens.Span(doc, s, e, label=label) for s, e, label in ents
-    ]
+    doc.ents = [spacy.tokens.Span(doc, s, e, label=label) for s, e, label in ents]
     return doc
 
 
@@ -86,7 +85,9 @@ def test_confusion_counts_missed_and_spurious(docs):
 def test_restrict_keeps_only_the_shared_types(docs):
     pred, gold = docs
     shared = ["PER", "LOC"]
-    scores = ev.spacy_scores([ev.restrict(d, shared) for d in pred], [ev.restrict(d, shared) for d in gold])
+    scores = ev.spacy_scores(
+        [ev.restrict(d, shared) for d in pred], [ev.restrict(d, shared) for d in gold]
+    )
     # gold: PER, LOC, LOC; pred: PER(cut), LOC(Zeus), LOC, LOC -> 2 right of 4 predicted, 3 gold
     assert scores["p"] == pytest.approx(2 / 4) and scores["r"] == pytest.approx(2 / 3)
 
@@ -121,9 +122,16 @@ def test_training_loss_is_plotted_per_step():
 
 def test_readme_results_table_is_filled_between_markers(tmp_path):
     systems = {
-        "a": {"labels": ["PER", "LOC"], "metrics": {"ents_p": 0.9, "ents_r": 0.8, "ents_f": 0.85,
-              "ents_per_type": {"PER": {"p": 1.0, "r": 0.5, "f": 2 / 3}}}},
-    }  # fmt: skip
+        "a": {
+            "labels": ["PER", "LOC"],
+            "metrics": {
+                "ents_p": 0.9,
+                "ents_r": 0.8,
+                "ents_f": 0.85,
+                "ents_per_type": {"PER": {"p": 1.0, "r": 0.5, "f": 2 / 3}},
+            },
+        },
+    }
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nend\n")
     update_readme(readme, results_table(systems), "note")
@@ -149,11 +157,22 @@ def test_report_fills_the_readme_table_for_multinerd_only(tmp_path, monkeypatch)
         corpus, metrics = tmp_path / dataset / "corpus", tmp_path / dataset / "metrics"
         (corpus / f"{dataset}_a").mkdir(parents=True)
         metrics.mkdir()
-        (corpus / f"{dataset}_a" / "stats.json").write_text(json.dumps({"dataset": dataset, "labels": ["PER", "LOC"]}))
-        (metrics / f"{dataset}_a.json").write_text(json.dumps({"ents_p": 0.9, "ents_r": 0.8, "ents_f": 0.85}))
+        (corpus / f"{dataset}_a" / "stats.json").write_text(
+            json.dumps({"dataset": dataset, "labels": ["PER", "LOC"]})
+        )
+        (metrics / f"{dataset}_a.json").write_text(
+            json.dumps({"ents_p": 0.9, "ents_r": 0.8, "ents_f": 0.85})
+        )
         readme = tmp_path / dataset / "README.md"
         readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\n")
-        report.main([f"{dataset}_a"], corpus_dir=corpus, training_dir=tmp_path / "training",
-                    metrics_dir=metrics, gpu_id=-1, batch_size=8, readme=readme)  # fmt: skip
+        report.main(
+            [f"{dataset}_a"],
+            corpus_dir=corpus,
+            training_dir=tmp_path / "training",
+            metrics_dir=metrics,
+            gpu_id=-1,
+            batch_size=8,
+            readme=readme,
+        )
         assert (metrics / "report.md").exists()
         assert ("old" in readme.read_text()) == (dataset == "conll2003")

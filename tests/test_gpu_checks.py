@@ -1,9 +1,9 @@
 """The GPU checks, on a CPU machine: every state torch, CuPy and the device can be in gets one
 message naming what is missing and both ways out; the steps that use the device (train,
 evaluate, report) stop within seconds, before any data is loaded."""
+
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
@@ -78,8 +78,12 @@ def test_cupy_without_the_cublas_module_spacy_needs():
 
 
 def test_no_device_names_the_driver():
-    p = working(torch_devices=0, cupy_devices=0, torch_note="Found no NVIDIA driver on your system",
-                cupy_device_error="CUDARuntimeError: cudaErrorInsufficientDriver")  # fmt: skip
+    p = working(
+        torch_devices=0,
+        cupy_devices=0,
+        torch_note="Found no NVIDIA driver on your system",
+        cupy_device_error="CUDARuntimeError: cudaErrorInsufficientDriver",
+    )
     what, fix = only(problems(p))
     assert what.startswith("no CUDA device is visible (no nvidia-smi")
     assert "Found no NVIDIA driver" in what and "cudaErrorInsufficientDriver" in what
@@ -111,7 +115,12 @@ def test_requirements_gpu_installs_the_project_and_the_cupy_of_pips_torch():
 
 @pytest.mark.parametrize(
     "gpu_id,mixed,config,expected",
-    [(-1, True, "trf", True), (-1, False, "trf", False), (0, True, "trf", False), (-1, True, "cnn", False)],
+    [
+        (-1, True, "trf", True),
+        (-1, False, "trf", False),
+        (0, True, "trf", False),
+        (-1, True, "cnn", False),
+    ],
 )
 def test_mixed_precision_on_the_cpu(gpu_id, mixed, config, expected):
     problem = check_gpu.precision_problem(gpu_id, mixed, ROOT / "configs" / f"{config}.cfg")
@@ -176,9 +185,13 @@ def project(tmp_path):
 def test_steps_that_use_the_gpu_stop_at_once_without_one(project, command):
     found = cpu_machine_problems()
     start = time.perf_counter()
-    result = run_cli("spacy", "project", "run", command, project, cwd=project)  # gpu_id 0: the default
+    result = run_cli(
+        "spacy", "project", "run", command, project, cwd=project
+    )  # gpu_id 0: the default
     assert_one_clear_message(result, found, time.perf_counter() - start)
-    assert (project / "training" / "multinerd_a" / "model-best").exists()  # not reset by before_train
+    assert (
+        project / "training" / "multinerd_a" / "model-best"
+    ).exists()  # not reset by before_train
     assert not (project / "metrics" / "multinerd_b.json").read_text()[2:]  # not rewritten
 
 

@@ -2,6 +2,7 @@
 local directory laid out like the hub repository, and on the download calls), a missing
 network fails within seconds with only the clear message, and files downloaded once are read
 from the Hugging Face cache without a network."""
+
 import json
 import time
 from pathlib import Path
@@ -11,8 +12,13 @@ import pytest
 
 from scripts import fetch, hub
 from scripts.corpus import DataError
-from scripts.labels import MULTINERD_HUB_FILES, MULTINERD_HUB_ID, MULTINERD_LANGUAGES, MULTINERD_TAGS
-from scripts.labels import SPLITS
+from scripts.labels import (
+    MULTINERD_HUB_FILES,
+    MULTINERD_HUB_ID,
+    MULTINERD_LANGUAGES,
+    MULTINERD_TAGS,
+    SPLITS,
+)
 
 from .conftest import FIXTURE, ROOT, fetch_error, read_rows, run_cli
 from .tiny_transformer import build_tiny_transformer, fixture_texts
@@ -20,8 +26,12 @@ from .tiny_transformer import build_tiny_transformer, fixture_texts
 HUB_DIRS = {"train": "train", "dev": "val", "test": "test"}
 FIXTURE_FILES = {"train": "train.jsonl", "dev": "validation.jsonl", "test": "test.jsonl"}
 # no network and no offline variable: the libraries would retry; the hub answers nowhere
-UNREACHABLE = {"HF_HUB_OFFLINE": "", "HF_DATASETS_OFFLINE": "", "TRANSFORMERS_OFFLINE": "",
-               "HF_ENDPOINT": "http://127.0.0.1:9"}  # fmt: skip
+UNREACHABLE = {
+    "HF_HUB_OFFLINE": "",
+    "HF_DATASETS_OFFLINE": "",
+    "TRANSFORMERS_OFFLINE": "",
+    "HF_ENDPOINT": "http://127.0.0.1:9",
+}
 
 
 def english(split):
@@ -50,8 +60,10 @@ def hub_layout(root: Path) -> Path:
 
 def test_hub_files_are_the_english_ones():
     assert MULTINERD_HUB_FILES == {
-        "train": "train/train_en.jsonl", "dev": "val/val_en.jsonl", "test": "test/test_en.jsonl",
-    }  # fmt: skip
+        "train": "train/train_en.jsonl",
+        "dev": "val/val_en.jsonl",
+        "test": "test/test_en.jsonl",
+    }
     assert len(MULTINERD_LANGUAGES) == 10 and "en" in MULTINERD_LANGUAGES
 
 
@@ -60,7 +72,9 @@ def test_a_local_copy_of_the_hub_repository_reads_only_english(tmp_path):
     for split in SPLITS:
         rows = english(split)
         assert splits[split].tokens.to_pylist() == [r["tokens"] for r in rows]
-        assert splits[split].tags.to_pylist() == [[MULTINERD_TAGS[i] for i in r["ner_tags"]] for r in rows]
+        assert splits[split].tags.to_pylist() == [
+            [MULTINERD_TAGS[i] for i in r["ner_tags"]] for r in rows
+        ]
         assert splits[split].where.endswith(MULTINERD_HUB_FILES[split])
 
 
@@ -75,7 +89,9 @@ def test_the_hub_download_asks_for_the_english_files_only(tmp_path, monkeypatch)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setattr(hub, "use_hub_or_cache", lambda: None)  # as if online
     splits = fetch.load("multinerd", "hub")
-    assert sorted(asked) == sorted((MULTINERD_HUB_ID, f, "dataset") for f in MULTINERD_HUB_FILES.values())
+    assert sorted(asked) == sorted(
+        (MULTINERD_HUB_ID, f, "dataset") for f in MULTINERD_HUB_FILES.values()
+    )
     assert [len(splits[s]) for s in SPLITS] == [len(english(s)) for s in SPLITS]
 
 
@@ -114,18 +130,32 @@ def assert_fast_clear_failure(result, seconds, *expected):
 
 def test_fetch_without_network_fails_within_seconds(tmp_path):
     env = dict(UNREACHABLE, HF_HOME=str(tmp_path / "hf"))
-    result, seconds = timed_cli("scripts.fetch", "multinerd", tmp_path / "out", "--source", "hub", env=env)
-    assert_fast_clear_failure(result, seconds, "http://127.0.0.1:9 cannot be reached",
-                              "not in the local cache", "'source'")  # fmt: skip
+    result, seconds = timed_cli(
+        "scripts.fetch", "multinerd", tmp_path / "out", "--source", "hub", env=env
+    )
+    assert_fast_clear_failure(
+        result,
+        seconds,
+        "http://127.0.0.1:9 cannot be reached",
+        "not in the local cache",
+        "'source'",
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_training_without_network_fails_within_seconds(tmp_path):
     env = dict(UNREACHABLE, HF_HOME=str(tmp_path / "hf"))
-    result, seconds = timed_cli("scripts.before_train", ROOT / "configs" / "trf.cfg", tmp_path / "out",
-                                "--transformer", "roberta-base", env=env)  # fmt: skip
-    assert_fast_clear_failure(result, seconds, "http://127.0.0.1:9 cannot be reached",
-                              "'roberta-base'", "'transformer'")  # fmt: skip
+    result, seconds = timed_cli(
+        "scripts.before_train",
+        ROOT / "configs" / "trf.cfg",
+        tmp_path / "out",
+        "--transformer",
+        "roberta-base",
+        env=env,
+    )
+    assert_fast_clear_failure(
+        result, seconds, "http://127.0.0.1:9 cannot be reached", "'roberta-base'", "'transformer'"
+    )
 
 
 def cache_entry(hf_home: Path, kind: str, repo: str, files: dict) -> None:
@@ -143,7 +173,9 @@ def cache_entry(hf_home: Path, kind: str, repo: str, files: dict) -> None:
 def test_fetch_without_network_reads_a_cached_download(tmp_path):
     source = hub_layout(tmp_path / "multinerd")
     hf_home = tmp_path / "hf"
-    cache_entry(hf_home, "dataset", MULTINERD_HUB_ID, {f: source / f for f in MULTINERD_HUB_FILES.values()})
+    cache_entry(
+        hf_home, "dataset", MULTINERD_HUB_ID, {f: source / f for f in MULTINERD_HUB_FILES.values()}
+    )
     out = tmp_path / "out"
     env = dict(UNREACHABLE, HF_HOME=str(hf_home))
     result = run_cli("scripts.fetch", "multinerd", out, "--source", "hub", env=env)
@@ -157,8 +189,14 @@ def test_training_without_network_reads_a_cached_transformer(tmp_path):
     hf_home = tmp_path / "hf"
     cache_entry(hf_home, "model", "someone/tiny-bert", {p.name: p for p in tiny.iterdir()})
     env = dict(UNREACHABLE, HF_HOME=str(hf_home))
-    result = run_cli("scripts.before_train", ROOT / "configs" / "trf.cfg", tmp_path / "out",
-                     "--transformer", "someone/tiny-bert", env=env)  # fmt: skip
+    result = run_cli(
+        "scripts.before_train",
+        ROOT / "configs" / "trf.cfg",
+        tmp_path / "out",
+        "--transformer",
+        "someone/tiny-bert",
+        env=env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = " ".join(result.stdout.split())  # wasabi wraps lines
     assert "is read from the Hugging Face cache" in out and "HF_HUB_OFFLINE=1" in out
@@ -196,7 +234,7 @@ def test_string_tag_ids_are_reported_at_their_line(tmp_path, layout):
         name = "val_en.jsonl"
     else:  # the fixture's files, other languages included: line 5 is its 3rd English row
         source = tmp_path / "flat"
-        for split, file in FIXTURE_FILES.items():
+        for _split, file in FIXTURE_FILES.items():
             write_jsonl(source / file, read_rows(FIXTURE / file))
         all_rows = read_rows(source / "validation.jsonl")
         assert all_rows[4]["lang"] == "en"

@@ -1,5 +1,6 @@
 """CoNLL-2003 and any IOB corpus through the same fetch/convert steps, and the offline
 encoder's path resolved from an installed package."""
+
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,18 @@ def fetch_convert(tmp_path, dataset, source):
     return convert_mod.convert(dataset, assets, tmp_path / "corpus", ["a", "b"])
 
 
-@pytest.mark.skipif(not CONLL.exists(), reason="../shared/data/conll2003 is not beside the checkout")
+@pytest.mark.skipif(
+    not CONLL.exists(), reason="../shared/data/conll2003 is not beside the checkout"
+)
 def test_conll2003_real_data_matches_the_published_counts(tmp_path):
     stats = fetch_convert(tmp_path, "conll2003", CONLL)
     a, b = stats["a"], stats["b"]
     assert {s: v["sentences"] for s, v in a["splits"].items()} == DATASETS["conll2003"].sizes
     assert {s: v["tokens"] for s, v in a["splits"].items()} == {
-        "train": 203621, "dev": 51362, "test": 46435,
-    }  # fmt: skip (the data's README)
+        "train": 203621,
+        "dev": 51362,
+        "test": 46435,
+    }  # the data's README
     assert a["splits"]["train"]["entities"] == DATASETS["conll2003"].references["train"].entities
     assert b["labels"] == ["PER", "ORG", "LOC"]  # System B keeps the types CoNLL has
     assert b["splits"]["test"]["entities"] == {
@@ -63,15 +68,22 @@ def test_iob1_two_column_corpus(tmp_path):
     write_iob(tmp_path / "src", ["train.txt", "dev.txt", "test.txt"], IOB1, sep="\t")
     stats = fetch_convert(tmp_path, "iob", tmp_path / "src")
     assert stats["a"]["labels"] == ["GENE", "LOC", "PER"]  # the types found in the files
-    docs = list(DocBin().from_disk(tmp_path / "corpus/iob_a/test.spacy").get_docs(spacy.blank("en").vocab))
+    docs = list(
+        DocBin().from_disk(tmp_path / "corpus/iob_a/test.spacy").get_docs(spacy.blank("en").vocab)
+    )
     got = [[(e.text, e.label_) for e in d.ents] for d in docs]
     expected = [
-        [(" ".join(w for w, _ in sent[s : e + 1]), t) for t, s, e in get_entities([t for _, t in sent])]
+        [
+            (" ".join(w for w, _ in sent[s : e + 1]), t)
+            for t, s, e in get_entities([t for _, t in sent])
+        ]
         for sent in IOB1
     ]
-    assert got == expected == [
-        [("Alice", "PER"), ("Bob", "PER"), ("Acme Corp", "GENE")], [("Paris France", "LOC")]
-    ]  # fmt: skip
+    assert (
+        got
+        == expected
+        == [[("Alice", "PER"), ("Bob", "PER"), ("Acme Corp", "GENE")], [("Paris France", "LOC")]]
+    )
     assert stats["a"]["splits"]["train"]["i_tags_starting_entities"] == 3
     assert stats["b"]["labels"] == ["PER", "LOC"]
 
@@ -107,7 +119,9 @@ def test_encoder_is_resolved_from_an_installed_package(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     assert resolve("fake_encoder_pkg") == model
     link = tmp_path / "assets" / "encoders" / "fake_encoder_pkg"
-    result = run_cli("scripts.encoder", "fake_encoder_pkg", link, env={"PYTHONPATH": str(tmp_path / "site")})
+    result = run_cli(
+        "scripts.encoder", "fake_encoder_pkg", link, env={"PYTHONPATH": str(tmp_path / "site")}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert link.resolve() == model.resolve()
     with pytest.raises(LookupError, match="not installed"):

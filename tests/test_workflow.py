@@ -1,6 +1,7 @@
 """`spacy project run all` end to end on the fixture: offline, on CPU, with a tiny transformer
 built here. Then the packaged wheels are installed into a fresh virtual environment and
 loaded with no project checkout, no network and no transformer directory."""
+
 import json
 import shutil
 import subprocess
@@ -33,7 +34,11 @@ def project(tmp_path_factory):
     write_tiny_config(project / "configs" / "trf.cfg", project / "configs" / "tiny.cfg")
     tiny = build_tiny_transformer(base / "tiny-bert", fixture_texts(FIXTURE))
     result = run_cli(
-        "spacy", "project", "run", "all", project,
+        "spacy",
+        "project",
+        "run",
+        "all",
+        project,
         f"--vars.source={FIXTURE}",
         "--vars.config=tiny",
         f"--vars.transformer={tiny}",
@@ -43,7 +48,7 @@ def project(tmp_path_factory):
         "--vars.eval_frequency=40",
         cwd=project,
         env=OFFLINE,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return {"dir": project, "tiny": tiny, "log": result.stdout}
 
@@ -79,7 +84,12 @@ def test_report_names_every_type_and_the_cross_check(project):
 
 @pytest.mark.slow
 def test_training_curve_falls_per_step_where_the_raw_sum_grows(project):
-    log = [json.loads(line) for line in (project["dir"] / "training" / "multinerd_a" / "train_log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line)
+        for line in (project["dir"] / "training" / "multinerd_a" / "train_log.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert [row["step"] for row in log] == [0, 40, 80]
     raw = [row["losses"]["ner"] for row in log]
     assert raw[1] > raw[0]  # 40 steps summed against 1: what the old curve showed
@@ -108,11 +118,22 @@ def test_package_meta_carries_scheme_dataset_and_test_scores(project):
 
 @pytest.mark.slow
 def test_rerun_skips_finished_steps(project):
-    again = run_cli("spacy", "project", "run", "all", project["dir"],
-                    f"--vars.source={FIXTURE}", "--vars.config=tiny",
-                    f"--vars.transformer={project['tiny']}", "--vars.gpu_id=-1",
-                    "--vars.mixed_precision=false", "--vars.max_steps=80",
-                    "--vars.eval_frequency=40", cwd=project["dir"], env=OFFLINE)  # fmt: skip
+    again = run_cli(
+        "spacy",
+        "project",
+        "run",
+        "all",
+        project["dir"],
+        f"--vars.source={FIXTURE}",
+        "--vars.config=tiny",
+        f"--vars.transformer={project['tiny']}",
+        "--vars.gpu_id=-1",
+        "--vars.mixed_precision=false",
+        "--vars.max_steps=80",
+        "--vars.eval_frequency=40",
+        cwd=project["dir"],
+        env=OFFLINE,
+    )
     assert again.returncode == 0
     for step in ("fetch", "convert", "train-a", "train-b", "evaluate-a", "report", "package-b"):
         assert f"Skipping '{step}': nothing changed" in again.stdout
@@ -120,19 +141,35 @@ def test_rerun_skips_finished_steps(project):
 
 @pytest.mark.slow
 def test_wheels_install_into_a_fresh_venv_and_load_offline(project, tmp_path):
-    wheels = {s: next((project["dir"] / "packages").glob(f"en_multinerd_{s}_tiny-*/dist/*.whl")) for s in "ab"}
+    wheels = {
+        s: next((project["dir"] / "packages").glob(f"en_multinerd_{s}_tiny-*/dist/*.whl"))
+        for s in "ab"
+    }
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
     # The fresh venv sees this environment's packages (spaCy, torch...) through a .pth file,
     # so that pip can check the wheel's requirements without a network.
-    site = Path(subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    site = Path(
+        subprocess.check_output(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "deps.pth").write_text("\n".join(sorted(here)) + "\n")
     install = subprocess.run(
-        [str(py), "-m", "pip", "install", "--no-index", "--no-build-isolation", *map(str, wheels.values())],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            str(py),
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-build-isolation",
+            *map(str, wheels.values()),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert install.returncode == 0, install.stdout + install.stderr
     shutil.rmtree(project["tiny"])  # the pipeline must not need the transformer directory
     texts = list(fixture_texts(FIXTURE))
@@ -150,12 +187,16 @@ def test_wheels_install_into_a_fresh_venv_and_load_offline(project, tmp_path):
         "print(json.dumps(out))\n"
     )
     run = subprocess.run(
-        [str(py), "-c", code], input=json.dumps(texts), capture_output=True, text=True,
-        cwd=tmp_path, env={**OFFLINE, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )  # fmt: skip
+        [str(py), "-c", code],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**OFFLINE, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    for name, info in out.items():
+    for _name, info in out.items():
         assert info["file"].startswith(str(venv))  # installed, not the project checkout
         assert info["n_ents"] > 0
     assert set(out["en_multinerd_b_tiny"]["labels"]) <= set(SCHEME_B)
@@ -165,9 +206,13 @@ def test_wheels_install_into_a_fresh_venv_and_load_offline(project, tmp_path):
 
 def test_unreachable_transformer_names_the_var_without_traceback(tmp_path):
     result = run_cli(
-        "scripts.before_train", ROOT / "configs" / "trf.cfg", tmp_path / "out",
-        "--transformer", "roberta-base", env=OFFLINE,
-    )  # fmt: skip
+        "scripts.before_train",
+        ROOT / "configs" / "trf.cfg",
+        tmp_path / "out",
+        "--transformer",
+        "roberta-base",
+        env=OFFLINE,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "Traceback" not in output

@@ -1,5 +1,6 @@
 """Build a tiny random BERT (2 layers, small vocabulary) with a WordPiece tokenizer trained on
 the fixture text, saved as a local Hugging Face model directory: tests need no download."""
+
 import json
 from pathlib import Path
 from typing import Iterable
