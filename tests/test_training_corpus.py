@@ -183,3 +183,13 @@ def test_a_pipeline_from_the_labels_file_has_the_classes_of_one_from_the_corpus(
         ner_file.labels == ner_walked.labels == tuple(sorted(("PER", "ORG", "LOC", "DIS", "ANIM")))
     )
     assert ner_file.move_names == ner_walked.move_names
+
+
+def test_convert_refuses_a_shard_size_below_one(tmp_path):
+    assets, corpus, _ = fetch_and_convert(tmp_path)
+    result = run_cli(
+        "scripts.convert", "multinerd", assets, tmp_path / "again", "--shard-size", "0"
+    )
+    assert result.returncode == 1 and "--shard-size must be at least 1" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "again").exists()
