@@ -233,6 +233,9 @@ def main(
         False, help="Train with spaCy's own spacy.Corpus.v1 (same order each epoch), to compare"
     ),
     override: List[str] = typer.Option([], help="KEY=VALUE spaCy config override (repeatable)"),
+    reader_epoch: bool = typer.Option(
+        False, help="Also: the reader's memory over one whole epoch (benchmarks/reader_epoch.py)"
+    ),
 ):
     """Time `spacy train` from its start to its first step and over --steps steps, and its
     peak memory, for each config on the full-size synthetic English MultiNERD."""
@@ -247,6 +250,9 @@ def main(
         + f", {sum(v['tokens'] for v in stats.values()):,} tokens"
     )
     encoder_dir = resolve(encoder)
+    if reader_epoch:
+        cmd = [sys.executable, "-m", "benchmarks.reader_epoch", str(paths["corpus"] / "train")]
+        subprocess.run(cmd, cwd=ROOT, env=child_env(), check=True)
     results: Dict[str, List[Dict]] = {c: [] for c in configs.split(",")}
     for repeat in range(repeats):
         for config in results:
@@ -262,10 +268,14 @@ def main(
                 f"{r['first_step_s']:.1f} s, {r['words_per_s']:,.0f} words/s over {steps} "
                 f"steps, peak {r['peak_rss_mib']:,.0f} MiB, wall {r['wall_s']:.1f} s"
             )
+    if not repeats:
+        return
     print(f"\nmedian of {repeats} runs (seconds from the start of `spacy train`)")
     print(f"{'config':>6} {'initialized':>12} {'first step':>11} {'words/s':>8} {'peak MiB':>9}")
     table = {}
     for config, runs in results.items():
+        if not runs:
+            continue
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         table[config] = {**med, "runs": runs}
         print(

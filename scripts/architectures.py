@@ -80,7 +80,9 @@ class StreamedCorpus(Corpus):
         )
         if not Path(path).exists():
             raise ValueError(f"multinerd.StreamedCorpus.v1: {path} does not exist.")
-        self.files = walk_corpus(path, ".spacy")
+        with warnings.catch_warnings():  # spaCy's W090 for no file: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            self.files = walk_corpus(path, ".spacy")
         if not self.files:
             raise ValueError(f"multinerd.StreamedCorpus.v1: no .spacy file in {path}.")
         if shuffle and buffer < 1:
