@@ -4,7 +4,7 @@ spacy-transformers' own path computes, for every grouping and after every update
 import pytest
 
 from scripts.architectures import length_groups
-from tests.tiny_transformer import build_tiny_transformer, write_tiny_config
+from scripts.tiny_transformer import build_tiny_transformer, write_tiny_config
 
 # a nested copy that fails its check falls back with this warning: here that is a failure
 pytestmark = pytest.mark.filterwarnings("error:multinerd.TransformerModel.v1")
