@@ -892,7 +892,7 @@ def main(
             exits=1,
         )
     try:
-        # a cluster's nodes may have a pipeline package that this machine has not
+        # the nodes of a cluster may have a pipeline package that the driver has not
         on_cluster = engine == "ray" and bool(os.environ.get("RAY_ADDRESS"))
         model, source, out = resolve_paths(model, source, out, relative_to, not on_cluster)
     except BadInput as err:
