@@ -145,7 +145,7 @@ def test_every_repository_path_shown_exists(document):
 # The patterns are built from parts, so that this file does not match them itself.
 WHERE_IT_WAS_MADE = [
     "dev" + r"ice (tool|budget|time)",
-    r"\b" + "le" + r"nt\b",  # a GPU or machine someone lent the project
+    r"\b" + "le" + r"nt\b",  # a borrowed GPU or machine
     "KIN" + r"DS\.md",
     "DEVICE" + "_LIMIT",
     r"\bour "
