@@ -831,17 +831,23 @@ def main(
         ..., help="A .txt/.jsonl/.parquet file or a folder of them (var annotate_input)"
     ),
     out: Path = typer.Argument(..., help="The output folder of shards (var annotate_output)"),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl, parquet or spacy (DocBin)"),
+    fmt: str = typer.Option(
+        "jsonl", "--format", help="jsonl, parquet or spacy (DocBin); var annotate_format"
+    ),
     engine: str = typer.Option(
-        "local", help="local (one machine) or ray (Ray Data; RAY_ADDRESS to join a cluster)"
+        "local",
+        help="local (one machine) or ray (Ray Data; RAY_ADDRESS to join a cluster); "
+        "var annotate_engine",
     ),
     n_process: int = typer.Option(
         1,
         help="local: worker processes on the CPU, each loading the pipeline once and "
-        "annotating whole shards",
+        "annotating whole shards; var annotate_n_process",
     ),
-    gpu_id: int = typer.Option(-1, help="local: GPU id, -1 for the CPU"),
-    actors: int = typer.Option(2, help="ray: actors, each loading the pipeline once"),
+    gpu_id: int = typer.Option(-1, help="local: GPU id, -1 for the CPU; var gpu_id"),
+    actors: int = typer.Option(
+        2, help="ray: actors, each loading the pipeline once; var annotate_actors"
+    ),
     gpus_per_actor: Optional[float] = typer.Option(
         None, help="ray: GPUs an actor (default: 1 when the cluster has GPUs, else 0)"
     ),
@@ -853,7 +859,8 @@ def main(
     id_field: str = typer.Option("id", help="The id's field or column, when the records have one"),
     errors: str = typer.Option(
         "stop",
-        help="Bad input: stop (a message naming file and line) or skip (to OUT/errors/, counted)",
+        help="Bad input: stop (a message naming file and line) or skip (to OUT/errors/, "
+        "counted); var annotate_errors",
     ),
     max_length: int = typer.Option(
         0, help="Longest text in characters (0: the pipeline's max_length)"
@@ -869,9 +876,10 @@ def main(
 ):
     """Annotate raw text with a trained pipeline and write its entities, shard by shard.
 
-    Run it as `spacy project run annotate . --vars.annotate_input=texts/
-    --vars.annotate_output=annotated/` (from any folder: give the project's path instead of
-    `.`); from the project folder, `python -m scripts.annotate MODEL INPUT OUTPUT` also works.
+    Run it as a project command, from the project folder:
+    spacy project run annotate . --vars.annotate_input=texts/
+    or from any folder, with the project's path in place of "." (docs/annotate.md).
+    From the project folder, python -m scripts.annotate MODEL INPUT OUTPUT also works.
     """
     for value, allowed, name in (
         (fmt, OUTPUT_SUFFIX, "--format"),
