@@ -108,9 +108,14 @@ def test_cuda_major_of_package_names():
 def test_requirements_gpu_installs_the_project_and_the_cupy_of_pips_torch():
     lines = [ln.strip() for ln in (ROOT / "requirements-gpu.txt").read_text().splitlines()]
     reqs = [ln for ln in lines if ln and not ln.startswith("#")]
-    assert reqs == ["-r requirements.txt", CUPY_REQUIREMENTS[check_gpu.DEFAULT_CUDA]]
-    # the README's CUDA 12 line is the one check_gpu prints
-    assert CUPY_REQUIREMENTS["12"] in (ROOT / "README.md").read_text()
+    # torch's floor is its first CUDA 13 build: without it pip settles on torch 2.10 (CUDA 12)
+    assert reqs == [
+        "-r requirements.txt",
+        "torch>=2.11.0",
+        CUPY_REQUIREMENTS[check_gpu.DEFAULT_CUDA],
+    ]
+    # the GPU page's CUDA 12 line is the one check_gpu prints
+    assert CUPY_REQUIREMENTS["12"] in (ROOT / "docs" / "gpu.md").read_text()
 
 
 @pytest.mark.parametrize(
