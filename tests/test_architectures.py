@@ -207,7 +207,7 @@ def test_cpu_predictor_matches_the_encoder_it_stands_in_for(kind):
 
 def test_an_encoder_off_the_cpu_takes_spacy_transformers_own_path(nlp, monkeypatch):
     """On a GPU the predictor must stand aside: no nested copy, and spacy-transformers' own
-    forward runs with the encoder itself (this machine has no GPU: torch's meta device and a
+    forward runs with the encoder itself (checked without a GPU: torch's meta device and a
     predictor marked off the CPU stand in for one)."""
     import torch
     from transformers import BertConfig, BertModel

@@ -85,7 +85,7 @@ def test_every_manylinux_tag_up_to_the_glibc_is_named():
 
 
 def test_the_local_pip_configuration_is_left_out(monkeypatch):
-    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("PIP_FIND_LINKS", "/srv/wheelhouse")
     monkeypatch.setenv("PIP_CONSTRAINT", "/etc/pip/constraints.txt")
     monkeypatch.setenv("PIP_INDEX_URL", "http://mirror.example/simple")
     monkeypatch.setenv("PIP_CERT", "/etc/ssl/certs/ca.pem")

@@ -188,7 +188,7 @@ def project(tmp_path):
     return project
 
 
-@pytest.mark.parametrize("command", ["train-a", "evaluate-b", "report"])
+@pytest.mark.parametrize("command", ["train-a", "evaluate", "report"])
 def test_steps_that_use_the_gpu_stop_at_once_without_one(project, command):
     found = cpu_machine_problems()
     start = time.perf_counter()
