@@ -32,8 +32,9 @@ from .hub import first_line
 GPU_REQUIREMENTS = {"13": "requirements-gpu.txt", "12": "requirements-gpu-cuda12.txt"}
 DEFAULT_CUDA = "13"  # pip's default torch on Linux (2.11 and newer)
 CPU_WAY_OUT = (
-    "Or run on the CPU: `python -m spacy project run all . --vars.gpu_id=-1 "
-    "--vars.mixed_precision=false` (or add `--vars.config=cnn`, the CPU pipeline)."
+    "Or run on the CPU: add `--vars.gpu_id=-1 --vars.mixed_precision=false` to the "
+    "`spacy project run` command, e.g. `python -m spacy project run all . --vars.gpu_id=-1 "
+    "--vars.mixed_precision=false` (and `--vars.config=cnn` for the CPU pipeline)."
 )
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
