@@ -12,7 +12,7 @@ time with the same number of threads each, so they see the same machine (or, wit
 speed in between: on CPU each system times a bare linear layer before and after, and the
 summary warns when the machine's speed changed by over 15%). Needs the CoNLL corpus:
     python -m spacy project run corpus . --vars.dataset=conll2003 \
-        --vars.source=../shared/data/conll2003
+        --vars.source=/data/conll2003
 
     python -m benchmarks.bench_accuracy --budget-minutes 20 --threads 1
     python -m benchmarks.bench_accuracy --budget-minutes 23 --threads 2 --sequential

@@ -1,4 +1,4 @@
-"""Screenshot of the running demo for the README, with a real browser: Debian's Chromium,
+"""Screenshot of the running demo for docs/demo.md, with a real browser: Debian's Chromium,
 headless, driven by Playwright (pip install playwright; no browser download: it uses the
 system's /usr/bin/chromium). It waits for both columns and their scores to render.
 

@@ -1,12 +1,22 @@
 """Annotate raw text with a trained pipeline, at any size: on one machine, or on a Ray cluster.
 
+Run it as a project command, from the project folder or from anywhere with the project's path:
+
+    spacy project run annotate . --vars.annotate_input=texts/ --vars.annotate_output=annotated/
+    spacy project run annotate ~/multinerd-project --vars.annotate_input=texts/ \
+        --vars.annotate_model=en_multinerd_a_trf --vars.annotate_format=parquet
+
+Relative paths are read from the folder the command was run in (the project command passes
+it as --relative-to); a relative MODEL or INPUT that is not there is read from the project
+folder, which holds the defaults (training/<dataset>_a/model-best). From the project folder,
+the script also runs alone, with every option:
+
     python -m scripts.annotate MODEL INPUT OUTPUT [--format jsonl|parquet|spacy]
                                [--engine local|ray] [--n-process 2] [--gpu-id 0] [--errors skip]
-    spacy project run annotate . --vars.annotate_input=texts/ --vars.annotate_output=annotated/
 
 MODEL is anything spacy.load takes (training/<name>/model-best, or an installed package).
 INPUT is a file or a folder of files (read recursively, in name order):
-  .txt      one text a line; its id is "<file>:<line>"
+  .txt      one text a line (blank lines are skipped); its id is "<file>:<line>"
   .jsonl    one JSON object a line with a "text" field (--text-field); the other fields are
             kept as they are; its id is its "id" field, else "<file>:<line>"
   .parquet  a "text" column; the other columns are kept; its id is its "id" column, else
@@ -28,11 +38,14 @@ with RAY_ADDRESS=ray://head:10001 (or `auto`) it joins that cluster, whose nodes
 see INPUT, OUTPUT and MODEL (a shared file system; MODEL may be an installed package).
 
 Bad input (an unreadable file, a line that is not JSON, a record without its text, an empty
-text, a text longer than the pipeline's max_length) stops the run with a message naming file
-and line (--errors stop, the default), or is written to OUTPUT/errors/ and skipped, with a
-count at the end (--errors skip). Shards already written are kept either way.
+text, a string that is not Unicode text (a lone surrogate such as "\\ud800"), a text longer
+than the pipeline's max_length) stops the run with a message naming file and line
+(--errors stop, the default), or is written to OUTPUT/errors/ and skipped, with a count at
+the end (--errors skip). Shards already written are kept either way.
 """
 
+import base64
+import datetime
 import json
 import os
 import time
@@ -49,6 +62,23 @@ OUTPUT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "spacy": ".spacy"}
 ERRORS = ("stop", "skip")
 ENGINES = ("local", "ray")
 CHUNK = 1 << 24
+# the project vars that set the options, for messages (`spacy project run annotate`)
+VARS = {
+    "MODEL": "annotate_model",
+    "INPUT": "annotate_input",
+    "OUTPUT": "annotate_output",
+    "--format": "annotate_format",
+    "--engine": "annotate_engine",
+    "--errors": "annotate_errors",
+    "--n-process": "annotate_n_process",
+    "--actors": "annotate_actors",
+    "--gpu-id": "gpu_id",
+}
+
+
+def named(option: str) -> str:
+    """An option as the message names it: the script's flag and the project var."""
+    return f"{option} (var {VARS[option]})"
 
 
 class BadInput(ValueError):
@@ -227,17 +257,18 @@ def read_shard(shard: Shard, opts: Options) -> Iterator[Tuple[Optional[Record], 
             except UnicodeDecodeError as err:
                 yield None, error(shard, line, f"not UTF-8 (byte 0x{raw[err.start]:02x})")
                 continue
+            if not text_line.strip():
+                continue  # a blank line holds no text: skipped, the other lines keep their number
             if shard.kind == "txt":
                 yield Record(f"{shard.name}:{line}", text_line, {}, line), None
                 continue
-            if not text_line.strip():
-                continue  # a blank line of a JSON-lines file holds no record
             try:
                 row = json.loads(text_line)
             except json.JSONDecodeError as err:
                 yield None, error(shard, line, f"not valid JSON ({err.msg})")
                 continue
-            yield record_from_row(row, shard, line, opts)
+            # only a \u escape can put a lone surrogate into a string of valid UTF-8 JSON
+            yield record_from_row(row, shard, line, opts, escaped="\\u" in text_line)
 
 
 def read_parquet_shard(shard: Shard, opts: Options):
@@ -251,7 +282,28 @@ def read_parquet_shard(shard: Shard, opts: Options):
         yield record_from_row(row, shard, number, opts)
 
 
-def record_from_row(row, shard: Shard, line: int, opts: Options):
+def lone_surrogate(value, field: str = "") -> Optional[Tuple[str, str]]:
+    """(field, character) of the first string in a JSON value that holds a lone surrogate:
+    valid JSON ("\\ud800"), but no Unicode text, and no encoding can write it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return field, value[err.start]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = lone_surrogate(key, field) or lone_surrogate(item, f"{field}.{key}".lstrip("."))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = lone_surrogate(item, field)
+            if found:
+                return found
+    return None
+
+
+def record_from_row(row, shard: Shard, line: int, opts: Options, escaped: bool = False):
     if not isinstance(row, dict):
         return None, error(shard, line, "not a JSON object")
     if opts.text_field not in row:
@@ -260,6 +312,16 @@ def record_from_row(row, shard: Shard, line: int, opts: Options):
     if not isinstance(text, str):
         return None, error(
             shard, line, f"{opts.text_field!r} is not a string ({type(text).__name__})"
+        )
+    surrogate = lone_surrogate(row) if escaped else None
+    if surrogate:
+        field, char = surrogate
+        where = f"field {field!r}" if field else "a field name"
+        return None, error(
+            shard,
+            line,
+            f"{where} holds a lone surrogate (\\u{ord(char):04x}): not a Unicode character, so "
+            "the record can be neither annotated nor written",
         )
     fields = {k: v for k, v in row.items() if k != opts.text_field}
     own_id = fields.get(opts.id_field)
@@ -324,6 +386,8 @@ def annotate_shard(nlp, shard: Shard, out: Path, opts: Options, progress=None) -
             errors.append(bad)
         else:
             records.append(record)
+    if progress is not None and shard.count > len(records):
+        progress(shard.count - len(records), 0)  # blank lines and skipped records
     order = sorted(range(len(records)), key=lambda i: len(records[i].text))  # batches by length
     docs: List = [None] * len(records)
     texts = (records[i].text for i in order)
@@ -333,6 +397,22 @@ def annotate_shard(nlp, shard: Shard, out: Path, opts: Options, progress=None) -
             progress(1, len(doc))
     write_shard(shard, out, opts, records, docs, errors)
     return ShardResult(shard.index, len(records), sum(len(d) for d in docs), len(errors))
+
+
+def json_types(value):
+    """A Parquet field in JSON's types, for the JSON-lines and DocBin outputs: dates and times
+    as ISO 8601 text, bytes as base64 text, decimals and anything else as text."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_types(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_types(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
 
 
 def atomic_write(path: Path, write) -> None:
@@ -365,7 +445,7 @@ def write_shard(shard: Shard, out: Path, opts: Options, records, docs, errors) -
         db = DocBin(store_user_data=True)
         for record, doc in zip(records, docs):
             doc.user_data["id"] = record.id
-            doc.user_data["fields"] = record.fields
+            doc.user_data["fields"] = json_types(record.fields)
             db.add(doc)
         atomic_write(target, lambda p: p.write_bytes(db.to_bytes()))
         return
@@ -374,7 +454,7 @@ def write_shard(shard: Shard, out: Path, opts: Options, records, docs, errors) -
         atomic_write(
             target,
             lambda p: p.write_text(
-                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                "".join(json.dumps(json_types(row), ensure_ascii=False) + "\n" for row in rows),
                 encoding="utf-8",
             ),
         )
@@ -530,7 +610,7 @@ def run_processes(
 ) -> List[ShardResult]:
     """n_process worker processes, each loading the pipeline once and annotating and writing
     whole shards, as the Ray actors do. (spaCy's nlp.pipe(n_process=...) sends every doc back
-    to the parent process: on our 2-core machine that ran at 0.81x one process.)"""
+    to the parent process: on 2 cores that ran at 0.81x one process, benchmarks/RESULTS.md.)"""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # fork and torch's threads do not mix
@@ -704,21 +784,70 @@ def annotate(
     return summary
 
 
+def find(path: Path, folders: List[Path]) -> Optional[Path]:
+    """`path` if absolute, else the first of folders/path that exists; None if none does."""
+    if path.is_absolute():
+        return path if path.exists() else None
+    return next((folder / path for folder in folders if (folder / path).exists()), None)
+
+
+def resolve_paths(
+    model: str, source: Path, out: Path, relative_to: Optional[Path], check_model: bool = True
+) -> Tuple[str, Path, Path]:
+    """MODEL, INPUT and OUTPUT as absolute paths (MODEL may stay a package name). Relative
+    paths are read from `relative_to` (the folder `spacy project run` was started in; default:
+    the current folder); a relative MODEL or INPUT that is not there is read from the current
+    folder, which under `spacy project run` is the project folder with the defaults."""
+    here = Path.cwd()
+    base = (here / relative_to).resolve() if relative_to and str(relative_to) else here
+    folders = list(dict.fromkeys([base, here]))
+    looked = " and ".join(str(f) for f in folders)
+    found = find(Path(source), folders)
+    if found is None:
+        raise BadInput(
+            f"{named('INPUT')} {str(source)!r}: no such file or folder (looked in {looked})."
+        )
+    pipeline = find(Path(model), folders)
+    if pipeline is not None:
+        if not (pipeline / "config.cfg").exists():
+            raise BadInput(f"{named('MODEL')} {str(pipeline)!r}: not a spaCy pipeline folder.")
+        model = str(pipeline.resolve())
+    elif check_model:
+        from spacy.util import is_package
+
+        if not is_package(model):
+            raise BadInput(
+                f"{named('MODEL')} {model!r}: neither a pipeline folder (looked in "
+                f"{looked}) nor an installed pipeline package."
+            )
+    return model, found.resolve(), (base / out).resolve()
+
+
 def main(
-    model: str = typer.Argument(..., help="A pipeline directory or installed package"),
-    source: Path = typer.Argument(..., help="A .txt/.jsonl/.parquet file or a folder of them"),
-    out: Path = typer.Argument(..., help="The output folder of shards"),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl, parquet or spacy (DocBin)"),
+    model: str = typer.Argument(
+        ..., help="A pipeline folder or installed package (var annotate_model)"
+    ),
+    source: Path = typer.Argument(
+        ..., help="A .txt/.jsonl/.parquet file or a folder of them (var annotate_input)"
+    ),
+    out: Path = typer.Argument(..., help="The output folder of shards (var annotate_output)"),
+    fmt: str = typer.Option(
+        "jsonl", "--format", help="jsonl, parquet or spacy (DocBin); var annotate_format"
+    ),
     engine: str = typer.Option(
-        "local", help="local (this machine) or ray (Ray Data; RAY_ADDRESS to join a cluster)"
+        "local",
+        help="local (one machine) or ray (Ray Data; RAY_ADDRESS to join a cluster); "
+        "var annotate_engine",
     ),
     n_process: int = typer.Option(
         1,
         help="local: worker processes on the CPU, each loading the pipeline once and "
-        "annotating whole shards",
+        "annotating whole shards; var annotate_n_process",
     ),
-    gpu_id: int = typer.Option(-1, help="local: GPU id, -1 for the CPU"),
-    actors: int = typer.Option(2, help="ray: actors, each loading the pipeline once"),
+    gpu_id: int = typer.Option(-1, help="local: GPU id, -1 for the CPU; var gpu_id"),
+    actors: int = typer.Option(
+        2, help="ray: actors, each loading the pipeline once; var annotate_actors"
+    ),
     gpus_per_actor: Optional[float] = typer.Option(
         None, help="ray: GPUs an actor (default: 1 when the cluster has GPUs, else 0)"
     ),
@@ -730,7 +859,8 @@ def main(
     id_field: str = typer.Option("id", help="The id's field or column, when the records have one"),
     errors: str = typer.Option(
         "stop",
-        help="Bad input: stop (a message naming file and line) or skip (to OUT/errors/, counted)",
+        help="Bad input: stop (a message naming file and line) or skip (to OUT/errors/, "
+        "counted); var annotate_errors",
     ),
     max_length: int = typer.Option(
         0, help="Longest text in characters (0: the pipeline's max_length)"
@@ -738,22 +868,43 @@ def main(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Start OUT afresh instead of resuming"
     ),
+    relative_to: Optional[Path] = typer.Option(
+        None,
+        help="The folder relative paths are read from (default: the current folder); "
+        "`spacy project run annotate` passes the folder it was run in",
+    ),
 ):
-    """Annotate raw text with a trained pipeline and write its entities, shard by shard."""
+    """Annotate raw text with a trained pipeline and write its entities, shard by shard.
+
+    Run it as a project command, from the project folder:
+    spacy project run annotate . --vars.annotate_input=texts/
+    or from any folder, with the project's path in place of "." (docs/annotate.md).
+    From the project folder, python -m scripts.annotate MODEL INPUT OUTPUT also works.
+    """
     for value, allowed, name in (
         (fmt, OUTPUT_SUFFIX, "--format"),
         (engine, ENGINES, "--engine"),
         (errors, ERRORS, "--errors"),
     ):
         if value not in allowed:
-            msg.fail(f"{name} must be one of {', '.join(allowed)}, not {value!r}.", exits=1)
-    if shard_size < 1 or n_process < 1 or actors < 1:
-        msg.fail("--shard-size, --n-process and --actors must be at least 1.", exits=1)
+            msg.fail(f"{named(name)} must be one of {', '.join(allowed)}, not {value!r}.", exits=1)
+    for value, name in ((n_process, "--n-process"), (actors, "--actors")):
+        if value < 1:
+            msg.fail(f"{named(name)} must be at least 1, not {value}.", exits=1)
+    if shard_size < 1:
+        msg.fail(f"--shard-size must be at least 1, not {shard_size}.", exits=1)
     if engine == "local" and gpu_id >= 0 and n_process > 1:
         msg.fail(
-            "--n-process above 1 runs on the CPU: use --gpu-id -1, or one process on the GPU.",
+            f"{named('--n-process')} above 1 runs on the CPU: set {named('--gpu-id')} to -1, or "
+            "use one process on the GPU.",
             exits=1,
         )
+    try:
+        # the nodes of a cluster may have a pipeline package that the driver has not
+        on_cluster = engine == "ray" and bool(os.environ.get("RAY_ADDRESS"))
+        model, source, out = resolve_paths(model, source, out, relative_to, not on_cluster)
+    except BadInput as err:
+        msg.fail(str(err), exits=1)
     if engine == "local" and gpu_id >= 0:
         from .check_gpu import require
 

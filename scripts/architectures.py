@@ -7,16 +7,18 @@ trained pipeline's config names the reader too, so it is registered wherever the
 """
 
 import random
+import re
 import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Union
 
+import numpy
 from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus
 from spacy.training.corpus import walk_corpus
 from spacy.util import registry
-from thinc.api import Model, concatenate
+from thinc.api import Model, concatenate, get_current_ops
 from thinc.types import Floats2d
 from wasabi import msg
 
@@ -167,6 +169,22 @@ def shuffle_buffer(items: Iterable, size: int, rng: random.Random) -> Iterator:
     yield from held
 
 
+# CuPy 14 deprecates ndarray.toDlpack() (cupy PR 8831) with this warning, and thinc 8.3's
+# xp2torch still calls it on every transfer from CuPy to torch: each training and prediction
+# step of a transformer on a GPU would print it. Harmless (thinc's to fix, not ours), so it is
+# silenced, exactly this one, wherever this file is loaded: `spacy train`/`evaluate --code`,
+# annotate and its workers, gpu-smoke, and the packaged pipelines.
+CUPY_TODLPACK_WARNING = (
+    "This function is deprecated and will be removed in a future release. "
+    "Use the cupy.from_dlpack() array constructor instead."
+)
+warnings.filterwarnings(
+    "ignore",
+    message=re.escape(CUPY_TODLPACK_WARNING),
+    category=numpy.exceptions.VisibleDeprecationWarning,  # what cupy.VisibleDeprecationWarning is
+)
+
+
 @registry.architectures("multinerd.TransformerWithFeatures.v1")
 def transformer_with_features(
     transformer: Model[List[Doc], List[Floats2d]],
@@ -203,12 +221,17 @@ def transformer_model(
     training update. benchmarks/RESULTS.md has the figures."""
     from spacy_transformers.architectures import create_TransformerModel_v3
 
+    # fp16 autocast and loss scaling exist on a GPU only: on a CPU, torch would switch autocast
+    # off with a warning at every prediction. So a pipeline trained with mixed precision runs
+    # in fp32 where it is created on the CPU, quietly, and in fp16 where it is created on a
+    # GPU (`spacy.require_gpu()` or `--gpu-id` before the pipeline is loaded or trained).
+    on_gpu = get_current_ops().device_type == "gpu"
     model = create_TransformerModel_v3(
         name,
         get_spans,
         tokenizer_config or {},
         transformer_config or {},
-        mixed_precision,
+        mixed_precision and on_gpu,
         grad_scaler_config or {},
     )
     plain_forward = model._func

@@ -25,22 +25,23 @@ from wasabi import msg
 
 from .hub import first_line
 
-# The CuPy wheel for each CUDA major version of torch. `[ctk]` installs the CUDA libraries CuPy
-# loads (cuBLAS, NVRTC, cuRAND...) from pip, so no system CUDA toolkit is needed.
-# requirements-gpu.txt holds the line for CUDA 13, pip's default torch on Linux (tested).
-CUPY_REQUIREMENTS = {
-    "12": "cupy-cuda12x[ctk]>=14.0,<15.0",
-    "13": "cupy-cuda13x[ctk]>=14.0,<15.0",
-}
-DEFAULT_CUDA = "13"
-GPU_REQUIREMENTS = "requirements-gpu.txt"
+# The requirements file for each CUDA major version of torch: torch and CuPy (with its CUDA
+# libraries, `[ctk]`) for that CUDA, one copy of each library. `check-install` checks what they
+# resolve to. Installing CuPy alone could upgrade a CUDA library that torch pins: a fix is
+# always the whole file.
+GPU_REQUIREMENTS = {"13": "requirements-gpu.txt", "12": "requirements-gpu-cuda12.txt"}
+DEFAULT_CUDA = "13"  # pip's default torch on Linux (2.11 and newer)
 CPU_WAY_OUT = (
-    "Or run on the CPU: `python -m spacy project run all . --vars.gpu_id=-1 "
-    "--vars.mixed_precision=false` (or add `--vars.config=cnn`, the CPU pipeline)."
+    "Or run on the CPU: add `--vars.gpu_id=-1 --vars.mixed_precision=false` to the "
+    "`spacy project run` command, e.g. `python -m spacy project run all . --vars.gpu_id=-1 "
+    "--vars.mixed_precision=false` (and `--vars.config=cnn` for the CPU pipeline)."
 )
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-GPU_WAY_OUT = f"Or train on a GPU: `--vars.gpu_id=0`, after `pip install -r {GPU_REQUIREMENTS}`."
+GPU_WAY_OUT = (
+    "Or train on a GPU: `--vars.gpu_id=0`, after "
+    f"`pip install -r {GPU_REQUIREMENTS[DEFAULT_CUDA]}`."
+)
 
 
 @dataclass
@@ -140,12 +141,11 @@ def probe(gpu_id: int) -> Probe:
     return p
 
 
-def cupy_line(cuda_major: Optional[str]) -> str:
-    return CUPY_REQUIREMENTS.get(cuda_major or DEFAULT_CUDA, CUPY_REQUIREMENTS[DEFAULT_CUDA])
-
-
-def pip_install(requirement: str) -> str:
-    return f'pip install "{requirement}"'
+def install(cuda_major: Optional[str]) -> str:
+    """The pip line that installs torch and CuPy for CUDA `cuda_major` (default: 13)."""
+    return (
+        f"pip install -r {GPU_REQUIREMENTS.get(cuda_major or '', GPU_REQUIREMENTS[DEFAULT_CUDA])}"
+    )
 
 
 def problems(p: Probe) -> List[Tuple[str, str]]:
@@ -153,23 +153,22 @@ def problems(p: Probe) -> List[Tuple[str, str]]:
     found: List[Tuple[str, str]] = []
     torch_major = p.torch_cuda.split(".")[0] if p.torch_cuda else None
     if p.torch_version is None:
-        found.append(("PyTorch is not installed", f"pip install -r {GPU_REQUIREMENTS}"))
+        found.append(("PyTorch is not installed", install(None)))
     elif not p.torch_cuda:
         found.append(
             (
                 f"PyTorch {p.torch_version} is a CPU-only build (no CUDA)",
-                f"pip uninstall -y torch && pip install -r {GPU_REQUIREMENTS} "
-                "(pip's default torch on Linux is a CUDA build)",
+                f"pip uninstall -y torch && {install(None)} (a CUDA 13 build of torch; "
+                f"{install('12')} for a driver older than 580)",
             )
         )
-    wanted = cupy_line(torch_major)
-    wanted_name = wanted.split("[")[0]
+    wanted_name = f"cupy-cuda{torch_major or DEFAULT_CUDA}x"
     names = [name for name, _ in p.cupy_packages]
     if not names:
         found.append(
             (
                 "CuPy is not installed (spaCy needs it for `--gpu-id`)",
-                pip_install(wanted)
+                install(torch_major)
                 + (f" (CuPy for torch's CUDA {torch_major})" if torch_major else ""),
             )
         )
@@ -180,7 +179,7 @@ def problems(p: Probe) -> List[Tuple[str, str]]:
                 f"several CuPy packages are installed ({', '.join(names)}); "
                 "they overwrite each other",
                 f"pip uninstall -y {others}"
-                + ("" if wanted_name in names else f" && {pip_install(wanted)}"),
+                + ("" if wanted_name in names else f" && {install(torch_major)}"),
             )
         )
     else:
@@ -190,15 +189,15 @@ def problems(p: Probe) -> List[Tuple[str, str]]:
             found.append(
                 (
                     f"CuPy ({name}) is built for CUDA {major} but torch for CUDA {p.torch_cuda}",
-                    f"pip uninstall -y {name} && {pip_install(wanted)}",
+                    f"pip uninstall -y {name} && {install(torch_major)}",
                 )
             )
         elif p.cupy_error:
             found.append(
                 (
                     f"CuPy ({name}) is installed but cannot be imported ({p.cupy_error})",
-                    f'pip install --force-reinstall "{cupy_line(major or torch_major)}" '
-                    "(with the CUDA libraries)",
+                    f"{install(major or torch_major)} (CuPy's CUDA libraries); if it still "
+                    f"fails, pip install --force-reinstall --no-deps {name}",
                 )
             )
         elif p.thinc_error:
@@ -206,7 +205,7 @@ def problems(p: Probe) -> List[Tuple[str, str]]:
                 (
                     f"CuPy ({name}) imports, but not its cuBLAS module that spaCy needs "
                     f"({p.thinc_error})",
-                    f'pip install "{cupy_line(major or torch_major)}" (with the CUDA libraries)',
+                    f"{install(major or torch_major)} (CuPy's CUDA libraries)",
                 )
             )
     if found:

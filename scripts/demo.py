@@ -72,7 +72,7 @@ def ner_labels(nlp) -> List[str]:
 
 
 def score_rows(meta: Dict) -> Tuple[Optional[str], List[Dict[str, object]]]:
-    """(caption, per-type rows) from a pipeline's meta: the test scores `package-*` writes,
+    """(caption, per-type rows) from a pipeline's meta: the test scores `package` writes,
     or the best dev scores `spacy train` writes; (None, []) when it has none."""
     performance = meta.get("performance") or {}
     per_type = performance.get("ents_per_type") or {}

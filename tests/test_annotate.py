@@ -244,7 +244,13 @@ BAD = {
         2,
     ),
     "no text field": ("x.jsonl", '{"text": "Zeus"}\n{"body": "London"}\n', "no 'text' field", 2, 1),
-    "empty text": ("x.txt", "Zeus in London\n\nAda Lovelace\n", "empty text", 2, 2),
+    "empty text": (
+        "x.jsonl",
+        '{"text": "Zeus"}\n{"text": " "}\n{"text": "Rome"}\n',
+        "empty text",
+        2,
+        2,
+    ),
     "too long": (
         "x.txt",
         "Zeus\n" + "London " * 20 + "\nRome\n",
@@ -257,6 +263,21 @@ BAD = {
         "x.jsonl",
         '{"text": "Zeus"}\n{"text": 42}\n',
         "'text' is not a string (int)",
+        2,
+        1,
+    ),
+    # valid JSON, but no Unicode text: spaCy cannot hash it, and no file can hold it
+    "lone surrogate": (
+        "x.jsonl",
+        '{"text": "Zeus"}\n{"text": "a \\ud800 b"}\n{"text": "Rome \\ud83d\\ude00"}\n',
+        "field 'text' holds a lone surrogate (\\ud800)",
+        2,
+        2,
+    ),
+    "lone surrogate in another field": (
+        "x.jsonl",
+        '{"text": "Zeus"}\n{"text": "Rome", "meta": {"note": ["\\udc00"]}}\n',
+        "field 'meta.note' holds a lone surrogate (\\udc00)",
         2,
         1,
     ),
@@ -319,17 +340,25 @@ def test_an_unreadable_file_is_named(model, tmp_path):
 
 
 def test_cli_reports_bad_input_without_traceback_and_shows_progress(model, tmp_path):
-    write_bad(tmp_path / "in", "not JSON")
+    # a lone surrogate: valid JSON that spaCy and every file writer reject
+    bad = write_bad(tmp_path / "in", "lone surrogate")
     result = run_cli(
         "scripts.annotate", model, tmp_path / "in", tmp_path / "out", "--shard-size", "10"
     )
-    out = result.stdout + result.stderr
-    assert result.returncode == 1 and "Traceback" not in out
-    assert "z_x.jsonl, line 2: not valid JSON" in " ".join(out.split())
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1 and "Traceback" not in out and "UnicodeEncodeError" not in out
+    assert f"{bad.name}, line 2: field 'text' holds a lone surrogate (\\ud800)" in out
     assert "words/s" in result.stderr and "texts" in result.stderr  # the progress bar
     ok = run_cli("scripts.annotate", model, tmp_path / "in", tmp_path / "skip", "--errors", "skip")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "1 bad records skipped" in " ".join(ok.stdout.split())
+    errors = [x for p in (tmp_path / "skip" / "errors").glob("*.jsonl") for x in p.open()]
+    assert [(json.loads(e)["file"], json.loads(e)["line"]) for e in errors] == [(bad.name, 2)]
+    assert sorted(read_output(tmp_path / "skip")) == sorted(
+        [f"a_good.txt:{i}" for i in range(1, 13)] + [f"{bad.name}:1", f"{bad.name}:3"]
+    )
+    for folder in (tmp_path / "out", tmp_path / "skip"):  # nothing half-written
+        assert not [p for p in folder.rglob("*") if p.name.startswith(".")]
 
 
 def test_line_starts_find_shard_offsets(tmp_path):
@@ -380,3 +409,77 @@ def test_bad_input_under_ray_names_file_and_line(model, tmp_path):
     with pytest.raises(BadInput, match=rf"^{bad.name}, line 2: no 'text' field"):
         run(model, tmp_path / "in", tmp_path / "out", engine="ray", actors=2, shard_size=10)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_blank_lines_of_a_text_file_are_skipped_and_the_others_keep_their_line(model, tmp_path):
+    (tmp_path / "in").mkdir()
+    # shards of 2 lines: the second shard (lines 3-4) holds blank lines only
+    (tmp_path / "in" / "a.txt").write_text("Zeus\n\n \n\t\nLondon\r\n\nRome")
+    summary = run(model, tmp_path / "in", tmp_path / "out", shard_size=2)
+    got = read_output(tmp_path / "out")
+    assert sorted(got) == ["a.txt:1", "a.txt:5", "a.txt:7"]
+    assert got["a.txt:5"][0] == [{"start": 0, "end": 6, "label": "LOC", "text": "London"}]
+    assert summary["texts"] == 3 and summary["errors"] == 0
+    assert not (tmp_path / "out" / "errors").exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "spacy"])
+def test_parquet_columns_json_cannot_hold_are_written_as_text(model, tmp_path, fmt):
+    import datetime
+    import decimal
+
+    row = {
+        "text": "Zeus in London",
+        "day": datetime.date(2020, 1, 31),
+        "at": datetime.datetime(2020, 1, 31, 12, 30),
+        "price": decimal.Decimal("1.50"),
+        "raw": b"\x00\xff",
+    }
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "in" / "a.parquet")
+    run(model, tmp_path / "in", tmp_path / "out", fmt=fmt)
+    (ents, fields) = read_output(tmp_path / "out", fmt)["a.parquet:1"]
+    assert [e["label"] for e in ents] == ["MYTH", "LOC"]
+    assert fields == {
+        "day": "2020-01-31",
+        "at": "2020-01-31T12:30:00",
+        "price": "1.50",
+        "raw": "AP8=",
+    }
+
+
+def test_project_command_reads_relative_paths_from_where_the_user_stands(model, tmp_path):
+    """`spacy project run annotate <project>` from another folder: the paths the user gives
+    are read from that folder, the default pipeline from the project folder."""
+    import shutil
+
+    from .conftest import ROOT
+
+    project, user = tmp_path / "project", tmp_path / "user"
+    project.mkdir()
+    shutil.copy(ROOT / "project.yml", project)
+    shutil.copytree(ROOT / "scripts", project / "scripts")
+    shutil.copytree(model, project / "training" / "multinerd_a" / "model-best")
+    (user / "texts").mkdir(parents=True)
+    (user / "texts" / "a.txt").write_text("Zeus\n\nAda Lovelace in London\n")
+    args = ["spacy", "project", "run", "annotate", project, "--vars.gpu_id=-1"]
+    env = {"PWD": str(user)}  # what the shell tells the command about where the user stands
+    result = run_cli(
+        *args,
+        "--vars.annotate_input=texts",
+        "--vars.annotate_output=annotated",
+        cwd=user,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = read_output(user / "annotated")
+    assert sorted(got) == ["a.txt:1", "a.txt:3"]
+    assert [e["label"] for e in got["a.txt:3"][0]] == ["PER", "LOC"]
+    assert not (project / "annotated").exists()
+    missing = run_cli(*args, "--vars.annotate_input=nowhere", cwd=user, env=env)
+    said = " ".join((missing.stdout + missing.stderr).split())
+    assert missing.returncode == 1 and "Traceback" not in said
+    assert (
+        f"INPUT (var annotate_input) 'nowhere': no such file or folder (looked in {user} and"
+        in said
+    )

@@ -4,7 +4,7 @@ spacy-transformers' own path computes, for every grouping and after every update
 import pytest
 
 from scripts.architectures import length_groups
-from tests.tiny_transformer import build_tiny_transformer, write_tiny_config
+from scripts.tiny_transformer import build_tiny_transformer, write_tiny_config
 
 # a nested copy that fails its check falls back with this warning: here that is a failure
 pytestmark = pytest.mark.filterwarnings("error:multinerd.TransformerModel.v1")
@@ -213,7 +213,7 @@ def test_cpu_predictor_matches_the_encoder_it_stands_in_for(kind):
 
 def test_an_encoder_off_the_cpu_takes_spacy_transformers_own_path(nlp, monkeypatch):
     """On a GPU the predictor must stand aside: no nested copy, and spacy-transformers' own
-    forward runs with the encoder itself (this machine has no GPU: torch's meta device and a
+    forward runs with the encoder itself (checked without a GPU: torch's meta device and a
     predictor marked off the CPU stand in for one)."""
     import torch
     from transformers import BertConfig, BertModel

@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks.bench_accuracy import hf_encode
 from benchmarks.bench_inference import exact_f1, load_test
-from tests.tiny_transformer import build_tiny_transformer
+from scripts.tiny_transformer import build_tiny_transformer
 
 SENTS = [
     {

@@ -19,9 +19,9 @@ from scripts.labels import (
     MULTINERD_TAGS,
     SPLITS,
 )
+from scripts.tiny_transformer import build_tiny_transformer, fixture_texts
 
 from .conftest import FIXTURE, ROOT, fetch_error, read_rows, run_cli
-from .tiny_transformer import build_tiny_transformer, fixture_texts
 
 HUB_DIRS = {"train": "train", "dev": "val", "test": "test"}
 FIXTURE_FILES = {"train": "train.jsonl", "dev": "validation.jsonl", "test": "test.jsonl"}

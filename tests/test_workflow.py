@@ -13,9 +13,9 @@ import pytest
 
 from scripts.labels import MULTINERD_TYPES, SCHEMES
 from scripts.report import loss_per_step
+from scripts.tiny_transformer import build_tiny_transformer, fixture_texts, write_tiny_config
 
 from .conftest import FIXTURE, ROOT, run_cli
-from .tiny_transformer import build_tiny_transformer, fixture_texts, write_tiny_config
 
 SCHEME_B = SCHEMES["b"].types
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -135,7 +135,7 @@ def test_rerun_skips_finished_steps(project):
         env=OFFLINE,
     )
     assert again.returncode == 0
-    for step in ("fetch", "convert", "train-a", "train-b", "evaluate-a", "report", "package-b"):
+    for step in ("fetch", "convert", "train-a", "train-b", "evaluate", "report", "package"):
         assert f"Skipping '{step}': nothing changed" in again.stdout
 
 

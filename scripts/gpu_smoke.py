@@ -1,0 +1,250 @@
+"""A minute that proves the training path on a new GPU machine, before a long training run.
+
+Builds a tiny transformer NER pipeline here (no download: a random 2-layer BERT and a
+tokenizer trained on the project's MultiNERD fixture), trains it with `spacy train`'s own loop
+(configs/trf.cfg, fp16 mixed precision on GPU `gpu_id`) for a few hundred steps on the
+fixture, and checks, one row each:
+
+- the loss falls and stays finite, and so do the weights (fp16 loss scaling did not overflow);
+- the trained pipeline finds the same entities on the GPU and on the CPU on a held sample;
+- `nlp.to_disk` then `spacy.load` on the CPU finds the same entities again;
+- words/s of training and of inference, and the peak GPU memory.
+
+    python -m scripts.gpu_smoke --gpu-id 0              # `spacy project run gpu-smoke`
+    python -m scripts.gpu_smoke --gpu-id -1 --mixed-precision false   # the same on the CPU
+
+Exit 1 when a check fails, or at once (one line) when GPU `gpu_id` cannot be used.
+"""
+
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import typer
+from wasabi import msg
+
+from . import check_gpu
+from .labels import MULTINERD_TYPES, SCHEMES, SPLITS
+from .report import loss_per_step
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "trf.cfg"
+FIXTURE = ROOT / "tests" / "fixtures" / "multinerd"
+# fp16 on the GPU against fp32 on the CPU: a near-tie may tip the other way in a few sentences
+FP16_AGREEMENT = 0.98
+INFERENCE_SECONDS = 2.0  # the held sample is annotated again and again for this long
+
+
+@dataclass
+class Check:
+    name: str
+    result: str
+    ok: bool = True
+    fix: str = ""
+
+
+def build_corpus(fixture: Path, out: Path) -> Tuple[Dict[str, Path], List[str]]:
+    """train.spacy and dev.spacy (System A) from the MultiNERD fixture's English rows, and
+    the held sample: the test split's sentences as text."""
+    from .corpus import EncodedSplit, check_sentences
+    from .fetch import load
+
+    splits = load("multinerd", str(fixture))
+    labels = SCHEMES["a"].keep(MULTINERD_TYPES)
+    paths = {}
+    for split in SPLITS:
+        check_sentences(splits[split], MULTINERD_TYPES)
+        enc = EncodedSplit.encode(splits[split])
+        iob, label, _ = enc.entities(labels)
+        paths[split] = out / f"{split}.spacy"
+        paths[split].write_bytes(enc.docbin_bytes(labels, iob, label))
+    sample = [" ".join(tokens) for tokens in splits["test"].tokens.to_pylist()]
+    return paths, sample
+
+
+def record_log(record: List[Dict]):
+    """spaCy's console logger, which also keeps each evaluation's step, words, losses and
+    time in `record`."""
+    from spacy.training.loggers import console_logger_v3
+
+    console = console_logger_v3(progress_bar="eval")
+
+    def setup(nlp, stdout=sys.stdout, stderr=sys.stderr):
+        console_step, finalize = console(nlp, stdout, stderr)
+
+        def log_step(info: Optional[Dict]) -> None:
+            if info is not None:
+                row = {k: info[k] for k in ("step", "words", "score")}
+                row.update(losses=dict(info["losses"]), time=time.perf_counter())
+                record.append(row)
+            console_step(info)
+
+        return log_step, finalize
+
+    return setup
+
+
+def train(
+    gpu_id: int, mixed_precision: bool, steps: int, corpus: Dict[str, Path], tiny: Path, out: Path
+) -> List[Dict]:
+    """configs/trf.cfg with the tiny model's settings, trained by `spacy train`'s function."""
+    import spacy
+    from spacy.cli.train import train as spacy_train
+
+    from . import architectures  # noqa: F401  (the config's registered layers)
+    from .tiny_transformer import TINY_OVERRIDES
+
+    overrides = {
+        **TINY_OVERRIDES,
+        "paths.train": str(corpus["train"]),
+        "paths.dev": str(corpus["dev"]),
+        "paths.transformer": str(tiny),
+        "system.mixed_precision": mixed_precision,
+        "training.max_steps": steps,
+        "training.eval_frequency": max(steps // 10, 1),
+        "training.patience": 0,
+    }
+    config = spacy.util.load_config(CONFIG, overrides=overrides, interpolate=False)
+    record: List[Dict] = []
+    config["training"]["logger"] = {"@loggers": "multinerd.smoke_record.v1"}
+    spacy.registry.loggers.register("multinerd.smoke_record.v1", func=lambda: record_log(record))
+    config.to_disk(out.parent / "smoke.cfg")
+    spacy_train(out.parent / "smoke.cfg", out, use_gpu=gpu_id)
+    return record
+
+
+def loss_check(record: List[Dict]) -> Check:
+    curves = loss_per_step(record)
+    total = [sum(values) for values in zip(*curves.values())]
+    finite = all(math.isfinite(x) for x in total)
+    first, last = total[0], total[-1]
+    falls = finite and last < first / 2
+    fix = (
+        ""
+        if falls
+        else "inf/NaN with fp16: check the driver and CUDA libraries (`spacy project run "
+        "check-gpu`), or train with --vars.mixed_precision=false"
+        if not finite
+        else "the loss did not fall: check the GPU's results against the CPU's "
+        "(--gpu-id -1 --mixed-precision false)"
+    )
+    return Check("loss falls, stays finite", f"{first:.2f} -> {last:.2f} a step", falls, fix)
+
+
+def weights_check(nlp) -> Check:
+    """Every transformer weight is finite after training."""
+    import torch
+
+    bad = 0
+    for name in nlp.pipe_names:
+        for node in nlp.get_pipe(name).model.walk():
+            for shim in node.shims:
+                model = getattr(shim, "_model", None)
+                if isinstance(model, torch.nn.Module):
+                    bad += sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
+    fix = "" if not bad else "train with --vars.mixed_precision=false, and report it"
+    return Check("weights finite", f"{bad} non-finite values", bad == 0, fix)
+
+
+def entities(nlp, texts: List[str]) -> List[List[Tuple[int, int, str]]]:
+    return [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+
+
+def words_per_second(nlp, texts: List[str]) -> float:
+    """Words/s of nlp.pipe over `texts`, again and again for INFERENCE_SECONDS."""
+    words, start = 0, time.perf_counter()
+    while words == 0 or time.perf_counter() - start < INFERENCE_SECONDS:
+        words += sum(len(doc) for doc in nlp.pipe(texts, batch_size=128))
+    return words / (time.perf_counter() - start)
+
+
+def agreement_check(name: str, on_device: List[List], on_cpu: List[List], fp16: bool) -> Check:
+    """The same entities in every sentence; with fp16 on the device against fp32 on the CPU,
+    in at least FP16_AGREEMENT of them. A pipeline that finds no entity fails too."""
+    same = sum(x == y for x, y in zip(on_device, on_cpu))
+    needed = FP16_AGREEMENT if fp16 else 1.0
+    n_ents = sum(map(len, on_cpu))
+    ok = same >= needed * len(on_cpu) and n_ents > 0
+    result = f"{same} of {len(on_cpu)} sentences ({n_ents} entities)"
+    fix = "" if ok else "compare `spacy evaluate` with --gpu-id 0 and --gpu-id -1"
+    return Check(name, result + (" (fp16 against fp32)" if fp16 else ""), ok, fix)
+
+
+def smoke(gpu_id: int, mixed_precision: bool, steps: int, fixture: Path, tmp: Path) -> List[Check]:
+    import spacy
+    import torch
+
+    from .tiny_transformer import build_tiny_transformer
+
+    corpus, sample = build_corpus(fixture, tmp)
+    tiny = build_tiny_transformer(tmp / "tiny-bert", sample + [s for s in sample[::-1]])
+    on_gpu = gpu_id >= 0
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(gpu_id)
+    record = train(gpu_id, mixed_precision, steps, corpus, tiny, tmp / "training")
+    seconds = record[-1]["time"] - record[0]["time"]
+    train_speed = (record[-1]["words"] - record[0]["words"]) / max(seconds, 1e-9)
+
+    device = torch.cuda.get_device_name(gpu_id) if on_gpu else "CPU"
+    nlp = spacy.load(tmp / "training" / "model-last")  # on the device `spacy train` set up
+    checks = [loss_check(record), weights_check(nlp)]
+    on_device = entities(nlp, sample)
+    infer_speed = words_per_second(nlp, sample)
+    peak = f"{torch.cuda.max_memory_allocated(gpu_id) / 2**20:,.0f} MiB" if on_gpu else "- (CPU)"
+    nlp.to_disk(tmp / "saved")
+    spacy.require_cpu()
+    on_cpu = entities(spacy.load(tmp / "training" / "model-last"), sample)
+    reloaded = entities(spacy.load(tmp / "saved"), sample)
+
+    name = f"same entities on {device} and on the CPU" if on_gpu else "same entities again"
+    checks.append(agreement_check(name, on_device, on_cpu, on_gpu and mixed_precision))
+    checks.append(
+        Check(
+            "to_disk, then spacy.load on the CPU",
+            f"{sum(x == y for x, y in zip(reloaded, on_cpu))} of {len(sample)} sentences the same",
+            reloaded == on_cpu,
+            "" if reloaded == on_cpu else "the saved pipeline differs from the trained one",
+        )
+    )
+    checks.append(Check("training speed", f"{train_speed:,.0f} words/s over {steps} steps"))
+    checks.append(Check(f"inference speed ({device})", f"{infer_speed:,.0f} words/s"))
+    checks.append(Check("peak GPU memory", peak))
+    return checks
+
+
+def main(
+    gpu_id: int = typer.Option(0, help="The GPU to train on (project var gpu_id); -1: the CPU"),
+    mixed_precision: str = typer.Option("true", help="fp16 mixed precision: true or false"),
+    steps: int = typer.Option(300, min=10, help="Training steps"),
+    fixture: Path = typer.Option(FIXTURE, exists=True, file_okay=False, help="MultiNERD files"),
+):
+    """Train a tiny transformer NER pipeline on GPU `gpu_id` for a few hundred steps and check
+    the loss, the weights, the same entities on the GPU and on the CPU, and the speed."""
+    precision = check_gpu.BOOLEANS.get(mixed_precision.strip().lower())
+    if precision is None:
+        msg.fail(f"mixed_precision must be true or false, not {mixed_precision!r}.", exits=1)
+    if gpu_id >= 0:
+        found = check_gpu.problems(check_gpu.probe(gpu_id))
+        if found:  # one line, however long (wasabi would wrap it)
+            why = "; ".join(what for what, _ in found)
+            print(f"✘ No usable GPU {gpu_id}: {why} (`spacy project run check-gpu` has the fixes).")
+            raise SystemExit(1)
+    elif precision:
+        msg.fail("mixed_precision=true needs a GPU: add --mixed-precision false.", exits=1)
+    with tempfile.TemporaryDirectory(prefix="gpu-smoke-") as tmp:
+        checks = smoke(gpu_id, precision, steps, fixture, Path(tmp))
+    rows = [("✔" if c.ok else "✘", c.name, c.result, c.fix) for c in checks]
+    msg.table(rows, header=("", "check", "result", "fix"), divider=True, max_col=80)
+    if not all(c.ok for c in checks):
+        msg.fail("The smoke run failed: fix the rows marked ✘ before a long training run.")
+        raise SystemExit(1)
+    where = f"GPU {gpu_id}" if gpu_id >= 0 else "the CPU"
+    msg.good(f"Training, prediction and saving work on {where}.")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,197 @@
+"""The README and docs/ as a newcomer reads them: the README is short and keeps its test
+command, every docs page says first what it is for, every relative link resolves, and every
+command they show names what exists (project commands and vars, script modules and their
+options, requirements files, repository paths). And the repository speaks of the project
+only, not of where it was developed."""
+
+import importlib
+import re
+import subprocess
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import srsly
+import typer
+
+from .conftest import ROOT
+
+README = ROOT / "README.md"
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+DOCUMENTS = [README, *PAGES]
+MAX_README_LINES = 160
+
+
+def ids(paths: List[Path]) -> List[str]:
+    return [str(p.relative_to(ROOT)) for p in paths]
+
+
+def without_code(text: str) -> str:
+    """The text with fenced code blocks and inline code removed (links are not code)."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def code_of(text: str) -> str:
+    """Everything a reader may copy: fenced blocks and inline code, with the backslash line
+    continuations of shell commands joined."""
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M)
+    inline = re.findall(r"`([^`\n]+)`", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))
+    return re.sub(r"\\\n\s*", " ", "\n".join(blocks + inline))
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    heading = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", heading))
+
+
+def anchors(path: Path) -> List[str]:
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+    return [slug(h) for h in re.findall(r"^#+\s+(.*)$", text, flags=re.M)]
+
+
+def project() -> Dict:
+    return srsly.read_yaml(ROOT / "project.yml")
+
+
+def test_readme_is_short_and_keeps_its_test_command():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines"
+    marker = lines.index("<!-- test-command -->")
+    assert lines[marker + 1] == "```bash" and "python -m pytest" in lines[marker + 2]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
+def test_each_docs_page_starts_with_what_it_is_for(page):
+    paragraphs = [p for p in page.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    assert paragraphs[0].startswith("# ") and "\n" not in paragraphs[0].strip()
+    assert paragraphs[1].startswith("This page is for "), paragraphs[1][:80]
+
+
+def test_the_readme_links_every_docs_page():
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)", README.read_text(encoding="utf-8")))
+    assert linked == {str(p.relative_to(ROOT)) for p in PAGES}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=ids(DOCUMENTS))
+def test_every_relative_link_resolves(document):
+    links = re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", without_code(document.read_text("utf-8")))
+    assert links, "no links found: the parser is broken"
+    for link in links:
+        if re.match(r"[a-z][a-z0-9+.-]*:", link):  # https:, mailto:
+            continue
+        target, _, anchor = link.partition("#")
+        path = (document.parent / target).resolve() if target else document
+        assert path.exists(), f"{link}: no such file"
+        assert path.is_relative_to(ROOT), f"{link}: outside the repository"
+        if anchor:
+            assert path.suffix == ".md" and anchor in anchors(path), f"{link}: no such heading"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=ids(DOCUMENTS))
+def test_every_project_command_and_var_shown_exists(document):
+    config = project()
+    names = {c["name"] for c in config["commands"]} | set(config["workflows"])
+    text = " ".join(document.read_text(encoding="utf-8").replace("\\\n", " ").split())
+    runs = re.findall(r"spacy project run ([\w-]+)", text)
+    for name in runs:
+        assert name in names, f"`spacy project run {name}`: no such command in project.yml"
+    for var in re.findall(r"--vars\.(\w+)", text):
+        assert var in config["vars"], f"--vars.{var}: no such var in project.yml"
+    table_rows = document.read_text(encoding="utf-8")
+    for name in re.findall(r"^\| `([\w-]+)`(?:, `([\w-]+)`)? \|", table_rows, flags=re.M):
+        for n in filter(None, name):  # the first column of the command and var tables
+            assert n in names or n in config["vars"] or n in {"bench-*"}, f"`{n}` in a table"
+
+
+def script_options(module_name: str) -> set:
+    module = importlib.import_module(module_name)
+    app = typer.Typer()
+    app.command()(module.main)
+    command = typer.main.get_command(app)
+    return {o for p in command.params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=ids(DOCUMENTS))
+def test_every_script_module_and_option_shown_exists(document):
+    code = code_of(document.read_text(encoding="utf-8"))
+    for line in code.splitlines():
+        for module, args in re.findall(r"python -m ((?:scripts|benchmarks)\.\w+)([^#|;&]*)", line):
+            assert (ROOT / (module.replace(".", "/") + ".py")).exists(), f"{module}: no module"
+            options = script_options(module)
+            for flag in re.findall(r"(?<!\S)(--[\w-]+)", args):
+                assert flag in options, f"python -m {module} {flag}: no such option"
+    for name in re.findall(r"-r (requirements[\w-]*\.txt)", code):
+        assert (ROOT / name).exists(), f"-r {name}: no such file"
+
+
+MADE_BY_THE_READER = {"configs/mine.cfg"}  # "copy configs/trf.cfg to configs/mine.cfg"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=ids(DOCUMENTS))
+def test_every_repository_path_shown_exists(document):
+    code = code_of(document.read_text(encoding="utf-8"))
+    shown = re.findall(
+        r"(?<![\w/.-])((?:configs|scripts|benchmarks|docs|tests)/[\w/.-]+\.\w+|"
+        r"requirements[\w-]*\.txt|project\.yml)",
+        code,
+    )
+    for path in set(shown) - MADE_BY_THE_READER:
+        assert (ROOT / path).exists(), f"{path}: not in the repository"
+
+
+# --- the repository speaks of the project only ---------------------------------------------
+# The patterns are built from parts, so that this file does not match them itself.
+WHERE_IT_WAS_MADE = [
+    "dev" + r"ice (tool|budget|time)",
+    r"\b" + "le" + r"nt\b",  # a borrowed GPU or machine
+    "KIN" + r"DS\.md",
+    "DEVICE" + "_LIMIT",
+    r"\bour "
+    + r"(\d+[- ]core|cpu|gpu|dev|development|own|build)?[ -]?(machine|box|vm|server|node)s?\b",
+    r"\bour \d+[- ]" + "core",
+    r"\b(the|this) project's " + r"(\d+[- ]core |cpu |gpu |own )?(machine|box|vm|server)",
+    r"this " + r"machine's disk",
+    r"/opt/" + r"(wheels|pypi)",
+]
+
+
+def tracked_files() -> List[Path]:
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+        ).stdout.decode()
+        return [ROOT / name for name in listed.split("\0") if name]
+    except (OSError, subprocess.CalledProcessError):  # an export without git
+        skip = {".git", ".venv", "assets", "corpus", "training", "packages", "__pycache__"}
+        return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.parts)]
+
+
+def test_nothing_speaks_of_where_the_project_was_developed():
+    pattern = re.compile("|".join(WHERE_IT_WAS_MADE), re.I)
+    hits = []
+    for path in tracked_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # pictures
+        for number, line in enumerate(text.splitlines(), 1):
+            if pattern.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}")
+    assert not hits, "\n".join(hits)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "measured on our 2-" + "core machine",
+        "on our CPU " + "machine",
+        "the project's CPU " + "machine (2 cores)",
+        "the GPU we were le" + "nt",
+        "everything on this " + "machine's disk",
+        "see KIN" + "DS.md",
+    ],
+)
+def test_the_scan_finds_what_it_looks_for(line):
+    assert re.search("|".join(WHERE_IT_WAS_MADE), line, re.I)

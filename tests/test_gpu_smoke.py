@@ -1,0 +1,83 @@
+"""gpu-smoke: its CPU form runs the whole smoke (tiny transformer, spaCy's training loop, the
+same entities after saving and loading) here; its verdicts are checked on constructed runs."""
+
+import math
+import re
+import time
+
+import pytest
+
+from scripts.gpu_smoke import agreement_check, loss_check
+
+from .conftest import run_cli
+
+
+def log(losses):
+    """A training record as the smoke run keeps it: evaluations every 10 steps."""
+    return [
+        {"step": 10 * i, "losses": {"transformer": 0.0, "ner": x}} for i, x in enumerate(losses)
+    ]
+
+
+def test_a_falling_finite_loss_passes():
+    check = loss_check(log([50.0, 300.0, 100.0, 20.0]))
+    assert check.ok and check.result == "50.00 -> 2.00 a step"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_loss_that_turns_nan_or_inf_fails_with_the_fp16_fix(bad):
+    check = loss_check(log([50.0, 300.0, bad, 20.0]))
+    assert not check.ok and "--vars.mixed_precision=false" in check.fix
+
+
+def test_a_loss_that_does_not_fall_fails():
+    check = loss_check(log([50.0, 400.0, 450.0, 400.0]))
+    assert not check.ok and "did not fall" in check.fix
+
+
+def test_entities_must_agree_exactly_in_fp32_and_nearly_in_fp16():
+    cpu = [[(0, 3, "PER")]] * 50
+    one_off = cpu[:-1] + [[]]
+    assert agreement_check("x", cpu, cpu, fp16=False).ok
+    assert not agreement_check("x", one_off, cpu, fp16=False).ok
+    assert agreement_check("x", one_off, cpu, fp16=True).ok  # 49 of 50 >= 98%
+    assert not agreement_check("x", cpu[:-2] + [[], []], cpu, fp16=True).ok
+    assert not agreement_check("x", [[]] * 50, [[]] * 50, fp16=False).ok  # found nothing
+
+
+@pytest.mark.slow
+def test_the_cpu_form_trains_predicts_saves_and_passes():
+    run = run_cli(
+        "scripts.gpu_smoke", "--gpu-id", "-1", "--mixed-precision", "false", "--steps", "40"
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = [ln for ln in run.stdout.splitlines() if ln.startswith(("✔ ", "✘ "))]
+    names = [re.split(r"\s{2,}", ln)[1] for ln in table]
+    assert names == [
+        "loss falls, stays finite",
+        "weights finite",
+        "same entities again",
+        "to_disk, then spacy.load on the CPU",
+        "training speed",
+        "inference speed (CPU)",
+        "peak GPU memory",
+    ]
+    assert all(ln.startswith("✔") for ln in table), table
+    assert "16 of 16 sentences the same" in run.stdout
+    assert "Training, prediction and saving work on the CPU." in run.stdout
+
+
+def test_without_a_usable_gpu_it_says_why_in_one_line_and_exits_1():
+    start = time.perf_counter()
+    run = run_cli("scripts.gpu_smoke", "--gpu-id", "0", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert time.perf_counter() - start < 60
+    assert run.returncode == 1
+    lines = [ln for ln in (run.stdout + run.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("✘ No usable GPU 0: ") and "check-gpu" in lines[0]
+    assert "Traceback" not in run.stderr
+
+
+def test_mixed_precision_on_the_cpu_is_refused():
+    run = run_cli("scripts.gpu_smoke", "--gpu-id", "-1")
+    assert run.returncode == 1 and "mixed_precision=true needs a GPU" in run.stdout
