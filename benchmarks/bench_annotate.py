@@ -24,7 +24,7 @@ from typing import Dict, List
 
 import typer
 
-from benchmarks.common import ROOT, child_env
+from benchmarks.common import ROOT, child_env, tree_rss
 
 SYSTEMS = {
     "one process": ["--engine", "local", "--n-process", "1"],
@@ -59,19 +59,6 @@ def write_corpus(texts: List[str], sentences: int, files: int, folder: Path) -> 
                 out.write(text + "\n")
                 words += text.count(" ") + 1
     return words
-
-
-def tree_rss(process) -> int:
-    """Resident bytes of a process and all its descendants."""
-    import psutil
-
-    total = 0
-    for p in [process] + process.children(recursive=True):
-        try:
-            total += p.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total
 
 
 def run(model: str, corpus: Path, out: Path, args: List[str], shard_size: int) -> Dict:

@@ -14,7 +14,8 @@ from typing import Optional
 
 import spacy
 import typer
-from spacy.tokens import DocBin
+
+from scripts.architectures import StreamedCorpus
 
 from .bench_accuracy import read_steps, spacy_train_cmd
 from .common import ROOT, child_env
@@ -34,9 +35,8 @@ def main(
 
     require(gpu_id)
     model_dir = resolve(encoder)
-    docs = list(DocBin().from_disk(corpus / "train.spacy").get_docs(spacy.blank("en").vocab))[
-        :sentences
-    ]
+    # what --corpora.train.limit trains on: the first sentences of the shards, in file order
+    docs = list(StreamedCorpus(corpus / "train", limit=sentences).docs(spacy.blank("en").vocab))
     words = sum(len(d) for d in docs)
     env = child_env()
     print(

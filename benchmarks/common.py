@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: the project root, their child processes' environment and
-a measure of how fast the machine is right now."""
+"""What the benchmark scripts share: the project root, their child processes' environment, the
+memory of a process tree and a measure of how fast the machine is right now."""
 
 import os
 import statistics
@@ -17,6 +17,19 @@ def child_env(**extra: str) -> dict:
     return dict(
         os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=path, **extra
     )
+
+
+def tree_rss(process) -> int:
+    """Resident bytes of a process (a psutil.Process) and all its descendants."""
+    import psutil
+
+    total = 0
+    for p in [process] + process.children(recursive=True):
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
 
 
 def linear_gflops(rows: int, n_in: int, n_out: int, seconds: float = 0.5) -> float:

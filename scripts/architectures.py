@@ -1,18 +1,173 @@
-"""Custom layers of this project's pipelines, registered with spaCy.
+"""Custom layers of this project's pipelines and its training corpus reader, registered with
+spaCy.
 
 `spacy train`, `spacy evaluate` and `spacy package` get this file with `--code`, and the
-packages carry it, so `spacy.load("en_...")` needs nothing from the project checkout.
+packages carry it, so `spacy.load("en_...")` needs nothing from the project checkout (a
+trained pipeline's config names the reader too, so it is registered wherever the layers are).
 """
 
+import random
 import re
 import warnings
-from typing import Callable, List, Optional
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 import numpy
-from spacy.tokens import Doc
+from spacy.tokens import Doc, DocBin
+from spacy.training import Corpus
+from spacy.training.corpus import walk_corpus
 from spacy.util import registry
 from thinc.api import Model, concatenate, get_current_ops
 from thinc.types import Floats2d
+from wasabi import msg
+
+
+@registry.readers("multinerd.StreamedCorpus.v1")
+def streamed_corpus(
+    path: Optional[Union[str, Path]],
+    shuffle: bool = False,
+    buffer: int = 10_000,
+    seed: int = 0,
+    limit: int = 0,
+    sample: int = 0,
+    gold_preproc: bool = False,
+    max_length: int = 0,
+    augmenter: Optional[Callable] = None,
+) -> "StreamedCorpus":
+    """spacy.Corpus.v1 for a corpus too large to hold in memory: a .spacy file or a directory
+    of them (shards), read one file at a time. With `shuffle`, every pass over it (each epoch
+    of `spacy train` with max_epochs = -1) takes the files in a new order and yields their
+    docs through a shuffle buffer of `buffer` docs, from a random generator seeded with
+    `seed`: the same seed gives the same orders, and at most `buffer` docs plus one file are
+    in memory. `limit`: only the first N docs (file order), as in spacy.Corpus.v1. `sample`:
+    at most N docs, spread evenly over the corpus (every k-th), for a dev evaluation whose
+    memory does not grow with the dev split. `gold_preproc`, `max_length`, `augmenter`: as in
+    spacy.Corpus.v1."""
+    if path is None:
+        raise ValueError("multinerd.StreamedCorpus.v1 needs a path: a .spacy file or directory")
+    return StreamedCorpus(
+        path,
+        shuffle=shuffle,
+        buffer=buffer,
+        seed=seed,
+        limit=limit,
+        sample=sample,
+        gold_preproc=gold_preproc,
+        max_length=max_length,
+        augmenter=augmenter,
+    )
+
+
+class StreamedCorpus(Corpus):
+    """spaCy's Corpus (the same Examples, gold_preproc, max_length and augmenter) that reads
+    its files one at a time, optionally in a new shuffled order each call; see
+    streamed_corpus."""
+
+    def __init__(
+        self,
+        path: Union[str, Path],
+        *,
+        shuffle: bool = False,
+        buffer: int = 10_000,
+        seed: int = 0,
+        limit: int = 0,
+        sample: int = 0,
+        gold_preproc: bool = False,
+        max_length: int = 0,
+        augmenter: Optional[Callable] = None,
+    ):
+        super().__init__(
+            path, limit=limit, gold_preproc=gold_preproc, max_length=max_length, augmenter=augmenter
+        )
+        if not Path(path).exists():
+            raise ValueError(f"multinerd.StreamedCorpus.v1: {path} does not exist.")
+        with warnings.catch_warnings():  # spaCy's W090 for no file: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            self.files = walk_corpus(path, ".spacy")
+        if not self.files:
+            raise ValueError(f"multinerd.StreamedCorpus.v1: no .spacy file in {path}.")
+        if shuffle and buffer < 1:
+            raise ValueError(f"multinerd.StreamedCorpus.v1: buffer must be at least 1 ({buffer}).")
+        self.shuffle, self.buffer, self.sample = shuffle, buffer, sample
+        self.rng = random.Random(seed)
+        self.sizes: Optional[List[int]] = None  # docs a file, counted when `sample` needs it
+
+        if shuffle:
+            msg.info(
+                f"Streaming {self.path} ({len(self.files)} file(s)): a new order each pass, "
+                f"through a shuffle buffer of {buffer:,} docs (seed {seed})"
+            )
+
+    def __call__(self, nlp) -> Iterator:
+        docs = self.docs(nlp.vocab)
+        if self.gold_preproc:
+            examples = self.make_examples_gold_preproc(nlp, docs)
+        else:
+            examples = self.make_examples(nlp, docs)
+        for example in examples:
+            yield from self.augmenter(nlp, example)
+
+    def read_files(self, vocab, files: List[Path]) -> Iterator[Doc]:
+        for path in files:
+            for doc in read_docbin(path).get_docs(vocab):
+                if len(doc):
+                    yield doc
+
+    def docs(self, vocab) -> Iterator[Doc]:
+        """The reference docs of one pass."""
+        if self.limit > 0 or self.sample > 0:
+            docs = self.chosen(vocab)
+            if not self.shuffle:
+                yield from docs
+                return
+            docs = list(docs)  # at most `limit` or `sample` docs
+            self.rng.shuffle(docs)
+            yield from docs
+            return
+        if not self.shuffle:
+            yield from self.read_files(vocab, self.files)
+            return
+        files = list(self.files)
+        self.rng.shuffle(files)
+        yield from shuffle_buffer(self.read_files(vocab, files), self.buffer, self.rng)
+
+    def chosen(self, vocab) -> Iterable[Doc]:
+        """The first `limit` docs in file order, or `sample` docs spread evenly over them."""
+        docs = self.read_files(vocab, self.files)
+        if self.limit > 0:
+            return islice(docs, self.limit)
+        if self.sizes is None:
+            self.sizes = [len(read_docbin(path)) for path in self.files]
+        total = sum(self.sizes)  # empty docs included: an upper bound of what is read
+        if self.sample >= total:
+            return docs
+        keep = {total * i // self.sample for i in range(self.sample)}
+        return (doc for i, doc in enumerate(docs) if i in keep)
+
+
+def read_docbin(path: Path) -> DocBin:
+    try:
+        return DocBin().from_disk(path)
+    except Exception as err:
+        raise ValueError(f"{path}: not a spaCy DocBin (.spacy) file ({err}).") from None
+
+
+def shuffle_buffer(items: Iterable, size: int, rng: random.Random) -> Iterator:
+    """The items in a random order, at most `size` of them held at a time: the first `size`
+    fill the buffer, then each next one takes the place of a random one, which is yielded;
+    the rest are yielded shuffled at the end."""
+    held: list = []
+    for item in items:
+        if len(held) < size:
+            held.append(item)
+            continue
+        i = rng.randrange(size)
+        yield held[i]
+        held[i] = item
+    rng.shuffle(held)
+    yield from held
+
 
 # CuPy 14 deprecates ndarray.toDlpack() (cupy PR 8831) with this warning, and thinc 8.3's
 # xp2torch still calls it on every transfer from CuPy to torch: each training and prediction

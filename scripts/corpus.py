@@ -429,38 +429,85 @@ class EncodedSplit:
             "i_tags_starting_entities": repaired,
         }
 
-    def docbin_bytes(self, labels: Sequence[str], iob: numpy.ndarray, label: numpy.ndarray):
+    def docbin_bytes(
+        self,
+        labels: Sequence[str],
+        iob: numpy.ndarray,
+        label: numpy.ndarray,
+        sentences: Optional[numpy.ndarray] = None,
+    ) -> bytes:
         """The split as a spaCy DocBin (bytes of a .spacy file): one Doc a sentence, tokens
         separated by spaces, entities as given. Equivalent to adding
         `Doc(vocab, words=tokens, spaces=[True]*n, ents=iob2_tags)` to a
         `DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"])` (tests/test_corpus.py checks it), but
-        it fills the DocBin's columns for the whole split at once."""
+        it fills the DocBin's columns for the whole split at once. `sentences` (indices into
+        the split) writes those sentences only, in that order (a shard of a shuffled split);
+        the DocBin then holds only the strings they use."""
         from spacy.attrs import ENT_IOB, ENT_TYPE, ORTH
         from spacy.strings import StringStore
         from spacy.tokens import DocBin
 
+        lengths = numpy.diff(self.offsets)
+        if sentences is None:
+            positions = slice(None)
+            offsets = self.offsets
+        else:
+            sentences = numpy.asarray(sentences, dtype=numpy.int64)
+            lengths = lengths[sentences]
+            offsets = numpy.concatenate([[0], numpy.cumsum(lengths)])
+            # the flat token positions of the chosen sentences, in their order
+            positions = numpy.repeat(self.offsets[sentences] - offsets[:-1], lengths)
+            positions += numpy.arange(offsets[-1])
+        token_codes = self.token_codes[positions]
+        if sentences is None:
+            values = self.token_values
+            codes = token_codes
+        else:
+            used, codes = numpy.unique(token_codes, return_inverse=True)
+            values = [self.token_values[i] for i in used]
         strings = StringStore()
-        orth = numpy.fromiter(
-            (strings.add(t) for t in self.token_values), numpy.uint64, len(self.token_values)
-        )
+        orth = numpy.fromiter((strings.add(t) for t in values), numpy.uint64, len(values))
         label_hash = numpy.array([strings.add(lab) for lab in labels] + [0], numpy.uint64)
         db = DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], store_user_data=False)
-        columns = numpy.empty((self.n_tokens, len(db.attrs)), dtype=numpy.uint64)
-        columns[:, db.attrs.index(ORTH)] = orth[self.token_codes]
-        columns[:, db.attrs.index(ENT_IOB)] = iob
-        columns[:, db.attrs.index(ENT_TYPE)] = label_hash[label]  # -1 picks the 0 for O
-        n_docs = len(self.sents)
-        cuts = self.offsets[1:-1]
+        n_tokens, n_docs = len(token_codes), len(lengths)
+        columns = numpy.empty((n_tokens, len(db.attrs)), dtype=numpy.uint64)
+        columns[:, db.attrs.index(ORTH)] = orth[codes]
+        columns[:, db.attrs.index(ENT_IOB)] = iob[positions]
+        columns[:, db.attrs.index(ENT_TYPE)] = label_hash[label[positions]]  # -1: the 0 for O
+        cuts = offsets[1:-1]
         db.tokens = numpy.split(columns, cuts)
-        db.spaces = numpy.split(numpy.ones((self.n_tokens, 1), dtype=bool), cuts)
+        db.spaces = numpy.split(numpy.ones((n_tokens, 1), dtype=bool), cuts)
         db.flags = [{"has_unknown_spaces": False}] * n_docs
         db.cats = [{}] * n_docs
         db.span_groups = [EMPTY_SPAN_GROUPS] * n_docs
-        db.strings = set(self.token_values) | set(labels) | {""}
+        db.strings = set(values) | set(labels) | {""}
         return db.to_bytes()
 
 
 EMPTY_SPAN_GROUPS = b"\x90"  # msgpack of an empty list: what Doc.spans.to_bytes() gives
+
+
+# spaCy's NER transition system (spacy/pipeline/_parser_internals/ner.pyx): its actions, by
+# the ids under which the NER component's label data keys them.
+NER_MISSING, NER_BEGIN, NER_IN, NER_LAST, NER_UNIT, NER_OUT = range(6)
+
+
+def ner_label_data(labels: Sequence[str], label: numpy.ndarray) -> Dict[str, Dict[str, int]]:
+    """The label data of spaCy's NER component trained on a split whose tokens have the label
+    indices `label` (-1 for O), as `spacy init labels` writes it to ner.json and
+    `spacy.read_labels.v1` gives it back: for each entity action, each label that occurs with
+    the number of its entity tokens, in the order the component sorts them (count, then
+    label, descending), which fixes the order of its output classes. The same numbers the
+    component counts when it initializes from the corpus itself (BiluoPushDown.get_actions)."""
+    counts = numpy.bincount(label[label >= 0], minlength=len(labels))
+    found = sorted(((int(n), lab) for lab, n in zip(labels, counts) if n), reverse=True)
+    per_label = {lab: n for n, lab in found}
+    data = {str(NER_MISSING): {}}
+    for action in (NER_BEGIN, NER_IN, NER_LAST):
+        data[str(action)] = dict(per_label)
+    data[str(NER_UNIT)] = {**per_label, "": 1}  # "": a token kept out of every entity
+    data[str(NER_OUT)] = {"": 1}
+    return data
 
 
 def reference_mismatch(

@@ -48,9 +48,11 @@ class Check:
 
 
 def build_corpus(fixture: Path, out: Path) -> Tuple[Dict[str, Path], List[str]]:
-    """train.spacy and dev.spacy (System A) from the MultiNERD fixture's English rows, and
-    the held sample: the test split's sentences as text."""
-    from .corpus import EncodedSplit, check_sentences
+    """train.spacy, dev.spacy and the NER labels file (System A) from the MultiNERD fixture's
+    English rows, and the held sample: the test split's sentences as text."""
+    import srsly
+
+    from .corpus import EncodedSplit, check_sentences, ner_label_data
     from .fetch import load
 
     splits = load("multinerd", str(fixture))
@@ -62,6 +64,9 @@ def build_corpus(fixture: Path, out: Path) -> Tuple[Dict[str, Path], List[str]]:
         iob, label, _ = enc.entities(labels)
         paths[split] = out / f"{split}.spacy"
         paths[split].write_bytes(enc.docbin_bytes(labels, iob, label))
+        if split == "train":
+            paths["labels"] = out / "ner.json"
+            srsly.write_json(paths["labels"], ner_label_data(labels, label))
     sample = [" ".join(tokens) for tokens in splits["test"].tokens.to_pylist()]
     return paths, sample
 
@@ -102,6 +107,7 @@ def train(
         **TINY_OVERRIDES,
         "paths.train": str(corpus["train"]),
         "paths.dev": str(corpus["dev"]),
+        "paths.labels": str(corpus["labels"]),
         "paths.transformer": str(tiny),
         "system.mixed_precision": mixed_precision,
         "training.max_steps": steps,

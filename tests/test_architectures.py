@@ -45,7 +45,13 @@ def nlp(tmp_path_factory):
     cfg_path = write_tiny_config(ROOT / "configs" / "trf.cfg", base / "tiny.cfg")
     config = load_config(
         cfg_path,
-        overrides={"paths.transformer": str(tiny), "system.mixed_precision": False},
+        overrides={
+            "paths.transformer": str(tiny),
+            "system.mixed_precision": False,
+            # the labels from the examples below, not from a corpus' labels file
+            "paths.labels": str(base / "no-labels.json"),
+            "initialize.components.ner.labels.require": False,
+        },
         interpolate=True,
     )
     nlp = spacy.util.load_model_from_config(config, auto_fill=True)

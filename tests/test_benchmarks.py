@@ -195,3 +195,34 @@ def test_machine_drift_compares_every_measure_of_the_run():
     assert machine_drift(steady) == pytest.approx(61 / 60 - 1)
     slowed = {"hf": {"before": 60.0, "after": 60.0}, "spacy": {"before": 50.0, "after": 40.0}}
     assert machine_drift(slowed) == pytest.approx(0.5)
+
+
+def test_timed_batcher_hands_out_spacys_batches_and_logs_their_words(tmp_path):
+    import spacy
+    from spacy.training import Example
+    from spacy.util import registry
+
+    from benchmarks import batch_timer  # noqa: F401  (registers the timed batchers)
+    from benchmarks.batch_timer import read_batches
+    from benchmarks.bench_train_scale import words_per_s
+
+    nlp = spacy.blank("en")
+    examples = [
+        Example(nlp.make_doc(" ".join(["w"] * n)), nlp.make_doc(" ".join(["w"] * n)))
+        for n in (3, 5, 2, 7, 4, 6, 1, 8)
+    ]
+    plain = registry.batchers.get("spacy.batch_by_words.v1")(
+        size=10, tolerance=0.2, discard_oversize=False
+    )
+    timed = registry.batchers.get("benchmarks.timed_batch_by_words.v1")(
+        log_path=str(tmp_path / "log.tsv"), size=10, tolerance=0.2, discard_oversize=False
+    )
+    expected = [[len(eg) for eg in batch] for batch in plain(examples)]
+    assert [[len(eg) for eg in batch] for batch in timed(examples)] == expected
+    logged = read_batches(tmp_path / "log.tsv")
+    assert [n for _, n in logged] == [sum(b) for b in expected]
+    # words/s of steps 1..N: step 0 (and the dev evaluation after it) left out
+    batches = [(0.0, 1000), (10.0, 100), (11.0, 200), (13.0, 300)]
+    assert words_per_s(batches, 2) == (100 + 200) / (13.0 - 10.0)
+    with pytest.raises(ValueError):
+        words_per_s(batches, 3)

@@ -52,8 +52,22 @@ def fetch_and_convert(tmp_path, source=FIXTURE, dataset="multinerd"):
 
 
 def load_docs(path: Path):
+    """The docs of a .spacy file, or of a directory's .spacy files in name order."""
     nlp = spacy.blank("en")
-    return list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    files = sorted(path.glob("*.spacy")) if path.is_dir() else [path]
+    return [doc for f in files for doc in DocBin().from_disk(f).get_docs(nlp.vocab)]
+
+
+def split_docs(corpus_dir: Path, split: str):
+    """A split's docs in the source order: the training shards' docs put back in place."""
+    if split != "train":
+        return load_docs(corpus_dir / f"{split}.spacy")
+    docs = load_docs(corpus_dir / "train")
+    order = [i for shard in convert_mod.shards(len(docs), convert_mod.SHARD_SIZE, 0) for i in shard]
+    in_place = [None] * len(docs)
+    for doc, i in zip(docs, order):
+        in_place[i] = doc
+    return in_place
 
 
 # --- fetch -------------------------------------------------------------------------------
@@ -225,14 +239,14 @@ def test_schemes_keep_every_sentence_and_only_their_types(tmp_path, fixture_rows
     for split in SPLITS:
         rows = english(fixture_rows[split])
         for scheme, keep in (("a", MULTINERD_TYPES), ("b", SCHEME_B)):
-            docs = load_docs(corpus / f"multinerd_{scheme}" / f"{split}.spacy")
+            docs = split_docs(corpus / f"multinerd_{scheme}", split)
             assert [[t.text for t in d] for d in docs] == [r["tokens"] for r in rows]
             for doc, row in zip(docs, rows):
                 got = [(e.label_, e.start, e.end) for e in doc.ents]
                 assert got == expected_entities(restrict(tag_names(row), keep))
                 assert all(e.label_ in keep for e in doc.ents)
-    b_labels = {e.label_ for d in load_docs(corpus / "multinerd_b/train.spacy") for e in d.ents}
-    a_labels = {e.label_ for d in load_docs(corpus / "multinerd_a/train.spacy") for e in d.ents}
+    b_labels = {e.label_ for d in load_docs(corpus / "multinerd_b/train") for e in d.ents}
+    a_labels = {e.label_ for d in load_docs(corpus / "multinerd_a/train") for e in d.ents}
     assert b_labels == set(SCHEME_B) and a_labels == set(MULTINERD_TYPES)
 
 
@@ -327,15 +341,15 @@ def test_real_reference_counts_are_the_official_ones():
 
 def test_failed_convert_leaves_nothing_behind(tmp_path, monkeypatch):
     assets, corpus, _ = fetch_and_convert(tmp_path)
-    assert (corpus / "multinerd_a" / "train.spacy").exists()
+    assert (corpus / "multinerd_a" / "train" / "000.spacy").exists()
     original = EncodedSplit.docbin_bytes
     calls = []
 
-    def fail_late(self, labels, iob, label):
+    def fail_late(self, labels, iob, label, **kwargs):
         calls.append(labels)
-        if len(calls) == 5:  # scheme b, second split: scheme a is already complete
+        if len(calls) == 5:  # scheme b, second split (one training shard, dev): a is complete
             raise OSError("disk full")
-        return original(self, labels, iob, label)
+        return original(self, labels, iob, label, **kwargs)
 
     monkeypatch.setattr(EncodedSplit, "docbin_bytes", fail_late)
     with pytest.raises(OSError):
@@ -345,9 +359,10 @@ def test_failed_convert_leaves_nothing_behind(tmp_path, monkeypatch):
     assert leftovers == ["multinerd_a"]
     assert sorted(p.name for p in (corpus / "multinerd_a").iterdir()) == [
         "dev.spacy",
+        "labels",
         "stats.json",
         "test.spacy",
-        "train.spacy",
+        "train",
     ]
 
 
@@ -372,8 +387,9 @@ def test_spacy_project_runs_the_corpus_steps(tmp_path):
     first = run_cli(*args, cwd=project)
     assert first.returncode == 0, first.stdout + first.stderr
     for scheme in ("a", "b"):
-        for split in SPLITS:
-            assert (project / "corpus" / f"multinerd_{scheme}" / f"{split}.spacy").exists()
+        out = project / "corpus" / f"multinerd_{scheme}"
+        for path in ("train/000.spacy", "dev.spacy", "test.spacy", "labels/ner.json"):
+            assert (out / path).exists()
     stats = json.loads((project / "corpus/multinerd_b/stats.json").read_text())
     assert stats["labels"] == list(SCHEME_B)
     again = run_cli(*args, cwd=project)

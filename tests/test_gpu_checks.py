@@ -177,8 +177,8 @@ def project(tmp_path):
     for name in ("scripts", "configs"):
         shutil.copytree(ROOT / name, project / name)
     for scheme in ("a", "b"):
-        for split in ("train", "dev", "test"):
-            path = project / "corpus" / f"multinerd_{scheme}" / f"{split}.spacy"
+        for name in ("train/000.spacy", "dev.spacy", "test.spacy", "labels/ner.json"):
+            path = project / "corpus" / f"multinerd_{scheme}" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"not a DocBin")
         (project / "corpus" / f"multinerd_{scheme}" / "stats.json").write_text("{}")

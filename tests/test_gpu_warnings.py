@@ -61,7 +61,14 @@ def package(tmp_path_factory):
     base = tmp_path_factory.mktemp("fp16")
     texts = ["Ada Lovelace lived in London .", "The wolf ate a fig in Paris ."] * 5
     tiny = build_tiny_transformer(base / "tiny-bert", texts)
-    overrides = {**TINY_OVERRIDES, "paths.transformer": str(tiny), "system.mixed_precision": True}
+    overrides = {
+        **TINY_OVERRIDES,
+        "paths.transformer": str(tiny),
+        "system.mixed_precision": True,
+        # the labels from the example below, not from a corpus' labels file
+        "paths.labels": str(base / "no-labels.json"),
+        "initialize.components.ner.labels.require": False,
+    }
     config = spacy.util.load_config(
         ROOT / "configs" / "trf.cfg", overrides=overrides, interpolate=True
     )
