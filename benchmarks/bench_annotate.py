@@ -24,7 +24,7 @@ from typing import Dict, List
 
 import typer
 
-from benchmarks.common import ROOT, child_env, tree_rss
+from benchmarks.common import ROOT, child_env, wait_peak_rss
 
 SYSTEMS = {
     "one process": ["--engine", "local", "--n-process", "1"],
@@ -62,8 +62,6 @@ def write_corpus(texts: List[str], sentences: int, files: int, folder: Path) -> 
 
 
 def run(model: str, corpus: Path, out: Path, args: List[str], shard_size: int) -> Dict:
-    import psutil
-
     cmd = [
         sys.executable,
         "-m",
@@ -82,13 +80,7 @@ def run(model: str, corpus: Path, out: Path, args: List[str], shard_size: int) -
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=child_env(), stdout=sink, stderr=subprocess.STDOUT
         )
-        watched, peak = psutil.Process(proc.pid), 0
-        while proc.poll() is None:
-            try:
-                peak = max(peak, tree_rss(watched))
-            except psutil.NoSuchProcess:
-                pass
-            time.sleep(0.2)
+        peak = wait_peak_rss(proc, interval=0.2)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{log.read_text()[-4000:]}")

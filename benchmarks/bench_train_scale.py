@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 import typer
 
 from .batch_timer import read_batches
-from .common import ROOT, child_env, tree_rss
+from .common import ROOT, child_env, wait_peak_rss
 
 BATCHERS = {
     "spacy.batch_by_words.v1": "benchmarks.timed_batch_by_words.v1",
@@ -165,8 +165,6 @@ def train_cmd(
 
 def run_training(cmd: List[str], out: Path) -> Dict[str, float]:
     """Run `spacy train`, following its output and the memory of its process tree."""
-    import psutil
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "batches.tsv").unlink(missing_ok=True)
     seen: Dict[str, float] = {}
@@ -185,13 +183,7 @@ def run_training(cmd: List[str], out: Path) -> Dict[str, float]:
 
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
-    watched, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, tree_rss(watched))
-        except psutil.NoSuchProcess:
-            pass
-        time.sleep(0.1)
+    peak = wait_peak_rss(proc)
     wall = time.perf_counter() - start
     reader.join(timeout=10)
     log.close()

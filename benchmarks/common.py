@@ -32,6 +32,21 @@ def tree_rss(process) -> int:
     return total
 
 
+def wait_peak_rss(proc, interval: float = 0.1) -> int:
+    """Wait for a subprocess.Popen to end, sampling the resident memory of its process tree;
+    the peak, in bytes."""
+    import psutil
+
+    watched, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, tree_rss(watched))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(interval)
+    return peak
+
+
 def linear_gflops(rows: int, n_in: int, n_out: int, seconds: float = 0.5) -> float:
     """GFLOP/s of one torch.nn.Linear(n_in, n_out) on a (rows, n_in) input, no grad."""
     import torch

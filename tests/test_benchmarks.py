@@ -226,3 +226,16 @@ def test_timed_batcher_hands_out_spacys_batches_and_logs_their_words(tmp_path):
     assert words_per_s(batches, 2) == (100 + 200) / (13.0 - 10.0)
     with pytest.raises(ValueError):
         words_per_s(batches, 3)
+
+
+def test_wait_peak_rss_sees_the_memory_of_a_child_of_the_child():
+    """The peak of the whole process tree: a child that starts a process holding 200 MB."""
+    import subprocess
+    import sys
+
+    from benchmarks.common import wait_peak_rss
+
+    grandchild = "import time; x = bytearray(200_000_000); time.sleep(1.5)"
+    code = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    peak = wait_peak_rss(subprocess.Popen([sys.executable, "-c", code]))
+    assert peak > 200_000_000
