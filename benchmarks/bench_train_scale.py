@@ -34,6 +34,7 @@ from typing import Dict, List, Optional
 import typer
 
 from .batch_timer import read_batches
+from .bench_accuracy import spacy_train_cmd
 from .common import ROOT, child_env, wait_peak_rss
 
 BATCHERS = {
@@ -131,36 +132,8 @@ def train_cmd(
     for item in overrides:
         key, _, value = item.partition("=")
         extra += [f"--{key}", value]
-    return [
-        sys.executable,
-        "-m",
-        "spacy",
-        "train",
-        str(config),
-        "--code",
-        str(ROOT / "benchmarks" / "spacy_code.py"),
-        "--output",
-        str(out / "model"),
-        "--paths.train",
-        str(corpus / "train"),
-        "--paths.dev",
-        str(corpus / "dev.spacy"),
-        "--paths.labels",
-        str(corpus / "labels" / "ner.json"),
-        "--paths.transformer",
-        str(encoder_dir),
-        "--paths.log",
-        str(out / "train_log.jsonl"),
-        "--system.mixed_precision",
-        "false",
-        "--gpu-id",
-        "-1",
-        "--training.max_steps",
-        str(steps),
-        "--training.eval_frequency",
-        "100000",
-        *extra,
-    ]
+    extra += ["--training.eval_frequency", "100000"]
+    return spacy_train_cmd(config, corpus, encoder_dir, out / "model", steps, extra)
 
 
 def run_training(cmd: List[str], out: Path) -> Dict[str, float]:
