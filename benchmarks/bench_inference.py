@@ -75,10 +75,13 @@ def run_spacy(
     trf = nlp.get_pipe("transformer")
     if max_batch_items:  # the transformer's inference sub-batches (padded words)
         trf.cfg["max_batch_items"] = max_batch_items
-    if plain:  # spacy-transformers' own forward, as spacy-transformers.TransformerModel.v3 has
+    if plain:  # spacy-transformers.TransformerModel.v3's forward (multinerd.TransformerModel.v2
+        # groups in the encoder layer's forward, v1 as first written in the model's)
         from spacy_transformers.layers.transformer_model import forward
+        from thinc.layers.pytorchwrapper import forward as pytorch_forward
 
         trf.model.replace_callbacks(forward, init=trf.model.init)
+        trf.model.layers[0].replace_callbacks(pytorch_forward, init=trf.model.layers[0].init)
     list(nlp.pipe(texts[:64], batch_size=batch_size))  # warm-up
 
     def once():
@@ -114,7 +117,7 @@ HF_AGGREGATIONS = ("simple", "first", "average", "max")
 def parse_system(system: str) -> Tuple[str, Union[Tuple[bool, Optional[int]], str]]:
     """ "spacy" (as trained) -> ("spacy", (False, None)); "spacy-N" (the transformer's
     max_batch_items N) -> ("spacy", (False, N)); "spacy-plain" / "spacy-plain-N": the same with
-    spacy-transformers' own prediction path instead of multinerd.TransformerModel.v1's CPU
+    spacy-transformers' own prediction path instead of multinerd.TransformerModel's CPU
     path -> ("spacy", (True, N or None)); "hf-<aggregation>" -> ("hf", aggregation)."""
     spacy_system = re.fullmatch(r"spacy(-plain)?(?:-([1-9][0-9]*))?", system)
     if spacy_system:
