@@ -36,13 +36,17 @@ def transformer_model(
     mixed_precision: bool = False,
     grad_scaler_config: Optional[dict] = None,
     cpu_batch_pieces: int = 384,
+    cpu_bfloat16: bool = False,
 ) -> Model:
     """spacy-transformers.TransformerModel.v3 (same settings, weights, training and results)
     that predicts faster on a CPU: the encoder runs on groups of the batch's texts sorted by
     their number of word pieces, at most `cpu_batch_pieces` padded word pieces a group, so that
     little padding is computed. (The component's own sub-batches, `max_batch_items`, are sized
     by spaCy tokens, a weaker guide, and each runs the whole model: word-piece tokenizer,
-    alignment and all.) Training, and prediction on a GPU, are spacy-transformers' own."""
+    alignment and all.) `cpu_bfloat16` runs the encoder under torch's bfloat16 autocast: faster
+    on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others, and the results
+    change a little (docs/inference.md). Training, and prediction on a GPU, are
+    spacy-transformers' own."""
     from spacy_transformers.architectures import create_TransformerModel_v3
 
     model = create_TransformerModel_v3(
@@ -55,7 +59,8 @@ def transformer_model(
     )
     encoder = model.layers[0]  # spacy-transformers' HFWrapper: word pieces in, encoder output out
     encoder.replace_callbacks(
-        partial(grouped_forward, max_pieces=cpu_batch_pieces), init=encoder.init
+        partial(grouped_forward, max_pieces=cpu_batch_pieces, bfloat16=cpu_bfloat16),
+        init=encoder.init,
     )
     return model
 
@@ -86,12 +91,13 @@ def transformer_model_v1(
     )
 
 
-def grouped_forward(model: Model, wordpieces, is_train: bool, max_pieces: int):
+def grouped_forward(model: Model, wordpieces, is_train: bool, max_pieces: int, bfloat16: bool):
     """The forward of spacy-transformers' HFWrapper (thinc's PyTorchWrapper) that, predicting
     on a CPU, runs the encoder on `length_groups` of the texts, each cut to the word pieces its
-    texts use, and puts the hidden states back in the batch's order and shape
-    (spacy-transformers reads only the real positions, not the padding). Encoders asked for
-    more outputs than the last hidden states and pooler output take the plain path."""
+    texts use (under bfloat16 autocast if asked), and puts the hidden states back in the
+    batch's order and shape, in float32 (spacy-transformers reads only the real positions, not
+    the padding). Encoders asked for more outputs than the last hidden states and pooler
+    output take the plain path."""
     import torch
     from spacy_transformers.data_classes import WordpieceBatch
 
@@ -118,14 +124,15 @@ def grouped_forward(model: Model, wordpieces, is_train: bool, max_pieces: int):
             lengths=[wordpieces.lengths[i] for i in group],
             token_type_ids=None if types is None else types[group, :width],
         )
-        output, _ = pytorch_forward(model, rows, False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            output, _ = pytorch_forward(model, rows, False)
         if hidden is None:
             hidden = torch.zeros((n_texts, n_pieces, output.last_hidden_state.shape[-1]))
             if output.get("pooler_output") is not None:
                 pooled = torch.zeros((n_texts, output.pooler_output.shape[-1]))
-        hidden[group, :width] = output.last_hidden_state
+        hidden[group, :width] = output.last_hidden_state.float()
         if pooled is not None:
-            pooled[group] = output.pooler_output
+            pooled[group] = output.pooler_output.float()
 
     def backprop(d_output):
         raise ValueError("grouped_forward only predicts")

@@ -69,7 +69,8 @@ def with_model(nlp, architecture="multinerd.TransformerModel.v2", **settings):
 
     config = nlp.config.copy()
     model = dict(config["components"]["transformer"]["model"])
-    model.pop("cpu_batch_pieces")  # spacy-transformers' settings remain
+    for key in ("cpu_batch_pieces", "cpu_bfloat16"):  # spacy-transformers' settings remain
+        model.pop(key)
     model.update(settings, **{"@architectures": architecture})
     config["components"]["transformer"]["model"] = model
     return spacy.blank("en").from_config(config).from_bytes(nlp.to_bytes())
@@ -130,6 +131,25 @@ def test_cpu_prediction_computes_what_spacy_transformers_computes(
         for n, width, longest in encoder_calls:  # cut to its longest text, within the bound
             assert width == longest
             assert n == 1 or n * width <= pieces
+
+
+def test_bfloat16_runs_the_encoder_in_bfloat16_and_returns_float32(nlp, plain):
+    import torch
+
+    docs = [nlp.make_doc(t) for t in TEXTS]
+    expected_batch = plain.get_pipe("transformer").model.predict(docs)
+    expected = expected_batch.model_output
+    model = with_model(nlp, cpu_bfloat16=True, cpu_batch_pieces=12).get_pipe("transformer").model
+    got = model.predict(docs).model_output
+    real = torch.as_tensor(expected_batch.wordpieces.attention_mask).bool()
+    for key in ("last_hidden_state", "pooler_output"):
+        a, b = torch.as_tensor(got[key]), torch.as_tensor(expected[key])
+        assert a.dtype == torch.float32  # what spacy-transformers turns into numpy arrays
+        a, b = (a[real], b[real]) if key == "last_hidden_state" else (a, b)
+        assert (a - b).abs().max() > 1e-3  # computed in bfloat16 (float32: < 1e-5)
+        assert torch.allclose(a, b, atol=0.1)
+    for doc in with_model(nlp, cpu_bfloat16=True).pipe(TEXTS):  # through spaCy to numpy
+        assert doc._.trf_data.model_output.last_hidden_state.dtype == "float32"
 
 
 def test_same_entities_as_spacy_transformers_and_after_serialization(nlp, plain):

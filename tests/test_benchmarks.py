@@ -130,10 +130,11 @@ def test_inference_systems_are_parsed_or_refused():
 
     from benchmarks.bench_inference import parse_system
 
-    assert parse_system("spacy") == ("spacy", (False, None))
-    assert parse_system("spacy-256") == ("spacy", (False, 256))
-    assert parse_system("spacy-plain") == ("spacy", (True, None))
-    assert parse_system("spacy-plain-256") == ("spacy", (True, 256))
+    assert parse_system("spacy") == ("spacy", (None, None))
+    assert parse_system("spacy-256") == ("spacy", (None, 256))
+    assert parse_system("spacy-plain") == ("spacy", ("plain", None))
+    assert parse_system("spacy-plain-256") == ("spacy", ("plain", 256))
+    assert parse_system("spacy-bf16") == ("spacy", ("bf16", None))
     assert parse_system("hf-first") == ("hf", "first")
     bad_systems = [
         "spacy-0",
@@ -143,6 +144,8 @@ def test_inference_systems_are_parsed_or_refused():
         "spacy-plainx",
         "spacy-plain--5",
         "spacy-plain-",
+        "spacy-bf16-plain",
+        "spacy-fp16",
     ]
     for bad in bad_systems + ["hf-mean", "flair"]:
         with pytest.raises(typer.BadParameter, match="unknown system"):
