@@ -60,7 +60,7 @@ def run_spacy(
     batch_size: int,
     gpu_id: int,
     max_batch_items: Optional[int],
-    plain: bool = False,
+    mode: Optional[str] = None,
 ):
     import spacy
 
@@ -71,14 +71,18 @@ def run_spacy(
 
         spacy.require_gpu(gpu_id)
         set_gpu_allocator("pytorch")  # cupy's arrays in torch's pool: one peak GPU memory figure
-    nlp = spacy.load(model)
+    bf16 = {"components.transformer.model.cpu_bfloat16": True}
+    nlp = spacy.load(model, config=bf16 if mode == "bf16" else {})
     trf = nlp.get_pipe("transformer")
     if max_batch_items:  # the transformer's inference sub-batches (padded words)
         trf.cfg["max_batch_items"] = max_batch_items
-    if plain:  # spacy-transformers' own forward, as spacy-transformers.TransformerModel.v3 has
+    if mode == "plain":  # spacy-transformers.TransformerModel.v3's forward, in both layers
+        # that versions of multinerd.TransformerModel replace it in (v2: the encoder layer)
         from spacy_transformers.layers.transformer_model import forward
+        from thinc.layers.pytorchwrapper import forward as pytorch_forward
 
         trf.model.replace_callbacks(forward, init=trf.model.init)
+        trf.model.layers[0].replace_callbacks(pytorch_forward, init=trf.model.layers[0].init)
     list(nlp.pipe(texts[:64], batch_size=batch_size))  # warm-up
 
     def once():
@@ -111,20 +115,23 @@ def run_hf(model: str, texts: List[str], batch_size: int, gpu_id: int, aggregati
 HF_AGGREGATIONS = ("simple", "first", "average", "max")
 
 
-def parse_system(system: str) -> Tuple[str, Union[Tuple[bool, Optional[int]], str]]:
-    """ "spacy" (as trained) -> ("spacy", (False, None)); "spacy-N" (the transformer's
-    max_batch_items N) -> ("spacy", (False, N)); "spacy-plain" / "spacy-plain-N": the same with
-    spacy-transformers' own prediction path instead of multinerd.TransformerModel.v1's CPU
-    path -> ("spacy", (True, N or None)); "hf-<aggregation>" -> ("hf", aggregation)."""
-    spacy_system = re.fullmatch(r"spacy(-plain)?(?:-([1-9][0-9]*))?", system)
+def parse_system(system: str) -> Tuple[str, Union[Tuple[Optional[str], Optional[int]], str]]:
+    """ "spacy" (as trained) -> ("spacy", (None, None)); "spacy-N" (the transformer's
+    max_batch_items N) -> ("spacy", (None, N)); "spacy-plain[-N]": the same with
+    spacy-transformers' own prediction path instead of multinerd.TransformerModel's CPU
+    path -> ("spacy", ("plain", N or None)); "spacy-bf16[-N]": with the model's
+    cpu_bfloat16 setting on -> ("spacy", ("bf16", N or None)); "hf-<aggregation>" ->
+    ("hf", aggregation)."""
+    spacy_system = re.fullmatch(r"spacy(?:-(plain|bf16))?(?:-([1-9][0-9]*))?", system)
     if spacy_system:
-        plain, items = spacy_system.groups()
-        return "spacy", (plain is not None, int(items) if items else None)
+        mode, items = spacy_system.groups()
+        return "spacy", (mode, int(items) if items else None)
     kind, _, arg = system.partition("-")
     if kind == "hf" and arg in HF_AGGREGATIONS:
         return "hf", arg
     raise typer.BadParameter(
-        f"unknown system {system!r}: use spacy, spacy-N, spacy-plain, spacy-plain-N (N > 0) or "
+        f"unknown system {system!r}: use spacy, spacy-plain or spacy-bf16, each with an "
+        "optional -N (N > 0), or "
         f"hf-<aggregation> with one of {', '.join(HF_AGGREGATIONS)}",
         param_hint="--systems",
     )
@@ -143,8 +150,8 @@ def worker(
     texts, gold, n_words = load_test(assets, limit)
     kind, arg = parse_system(system)
     if kind == "spacy":
-        plain, items = arg
-        once = run_spacy(spacy_model, texts, batch_size, gpu_id, items, plain)
+        mode, items = arg
+        once = run_spacy(spacy_model, texts, batch_size, gpu_id, items, mode)
     else:
         once = run_hf(hf_model, texts, batch_size, gpu_id, arg)
     times, pred = [], []
@@ -178,7 +185,8 @@ def main(
     systems: str = typer.Option(
         "spacy,spacy-plain-256,hf-simple,hf-first",
         help="spacy (as trained), spacy-N (max_batch_items N), spacy-plain[-N] "
-        "(spacy-transformers' own prediction path), hf-<aggregation>",
+        "(spacy-transformers' own prediction path), spacy-bf16[-N] (the model's cpu_bfloat16 "
+        "on), hf-<aggregation>",
     ),
     only: str = typer.Option("", help="internal: run one system and print JSON"),
 ):

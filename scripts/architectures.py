@@ -9,6 +9,7 @@ trained pipeline's config names the reader too, so it is registered wherever the
 import random
 import re
 import warnings
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Union
@@ -19,6 +20,7 @@ from spacy.training import Corpus
 from spacy.training.corpus import walk_corpus
 from spacy.util import registry
 from thinc.api import Model, concatenate, get_current_ops
+from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 from wasabi import msg
 
@@ -198,7 +200,7 @@ def transformer_with_features(
     return model
 
 
-@registry.architectures("multinerd.TransformerModel.v1")
+@registry.architectures("multinerd.TransformerModel.v2")
 def transformer_model(
     name: str,
     get_spans: Callable,
@@ -207,18 +209,17 @@ def transformer_model(
     mixed_precision: bool = False,
     grad_scaler_config: Optional[dict] = None,
     cpu_batch_pieces: int = 384,
-    nested_tensors: bool = True,
+    cpu_bfloat16: bool = False,
 ) -> Model:
-    """spacy-transformers.TransformerModel.v3 (same settings, weights and training) that
-    predicts faster on a CPU, with the same results. When it predicts with the encoder on the
-    CPU, it sorts the batch's texts by their number of word pieces and runs the encoder on
-    groups of at most `cpu_batch_pieces` padded word pieces (the component's sub-batches are
-    sized by spaCy tokens, a weaker guide to the padding), and with `nested_tensors` it runs
-    the encoder's layers in torch's nested-tensor fast path, which computes no padded
-    position at all (BERT and RoBERTa style encoders; others keep the plain path). Training,
-    and prediction on a GPU, take spacy-transformers' own path unchanged. The nested copy of
-    the layers holds a second copy of their weights in memory; it is rebuilt after each
-    training update. benchmarks/RESULTS.md has the figures."""
+    """spacy-transformers.TransformerModel.v3 (same settings, weights, training and results)
+    that predicts faster on a CPU: the encoder runs on groups of the batch's texts sorted by
+    their number of word pieces, at most `cpu_batch_pieces` padded word pieces a group, so that
+    little padding is computed. (The component's own sub-batches, `max_batch_items`, are sized
+    by spaCy tokens, a weaker guide, and each runs the whole model: word-piece tokenizer,
+    alignment and all.) `cpu_bfloat16` runs the encoder under torch's bfloat16 autocast: faster
+    on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others, and the results
+    change a little (docs/inference.md). Training, and prediction on a GPU, are
+    spacy-transformers' own."""
     from spacy_transformers.architectures import create_TransformerModel_v3
 
     # fp16 autocast and loss scaling exist on a GPU only: on a CPU, torch would switch autocast
@@ -234,133 +235,87 @@ def transformer_model(
         mixed_precision and on_gpu,
         grad_scaler_config or {},
     )
-    plain_forward = model._func
-    model.attrs["cpu_batch_pieces"] = cpu_batch_pieces
-    model.attrs["nested_tensors"] = nested_tensors
-    state = {}  # the CPU predictor, built on first use for the encoder it was built from
-
-    def forward(model, docs, is_train):
-        shims = model.layers[0].shims if model.layers else []
-        if is_train or not shims:
-            state.clear()  # the weights are about to change
-            return plain_forward(model, docs, is_train)
-        shim = shims[0]
-        encoder = shim._model
-        predictor = state.get("predictor")
-        if predictor is None or not predictor.serves(encoder, model.attrs):
-            predictor = state["predictor"] = CPUPredictor(
-                encoder, model.attrs["cpu_batch_pieces"], model.attrs["nested_tensors"]
-            )
-        if not predictor.on_cpu:
-            return plain_forward(model, docs, is_train)
-        shim._model = predictor  # what thinc's PyTorchShim.predict calls
-        try:
-            return plain_forward(model, docs, is_train)
-        finally:
-            shim._model = encoder
-
-    forward.state = state  # for tests and profiling
-    model.replace_callbacks(forward, init=model.init)
+    encoder = model.layers[0]  # spacy-transformers' HFWrapper: word pieces in, encoder output out
+    encoder.replace_callbacks(
+        partial(grouped_forward, max_pieces=cpu_batch_pieces, bfloat16=cpu_bfloat16),
+        init=encoder.init,
+    )
     return model
 
 
-class CPUPredictor:
-    """Stands in for a Hugging Face encoder while spacy-transformers predicts: takes its
-    inputs and returns its last hidden states (and pooler output), computed on groups of
-    texts of similar length, each cut to its longest text, optionally through torch's
-    nested-tensor fast path. Padded positions of the output are zeros (spacy-transformers
-    reads only the real ones). thinc's eval()/train() calls around each prediction are no-ops
-    here: the encoder is put in eval mode once."""
+@registry.architectures("multinerd.TransformerModel.v1")
+def transformer_model_v1(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: Optional[dict] = None,
+    transformer_config: Optional[dict] = None,
+    mixed_precision: bool = False,
+    grad_scaler_config: Optional[dict] = None,
+    cpu_batch_pieces: int = 384,
+    nested_tensors: bool = True,
+) -> Model:
+    """The first version, kept so that pipelines whose config names it keep loading: v2 with
+    the same settings. `nested_tensors` is accepted and ignored: v1's copy of the encoder's
+    layers in torch's nested-tensor path computed the same hidden states no faster than the
+    grouping alone, with a second copy of the weights (benchmarks/RESULTS.md)."""
+    return transformer_model(
+        name,
+        get_spans,
+        tokenizer_config,
+        transformer_config,
+        mixed_precision,
+        grad_scaler_config,
+        cpu_batch_pieces,
+    )
 
-    def __init__(self, encoder, max_pieces: int, nested: bool):
-        self.encoder = encoder
-        self.max_pieces = max_pieces
-        self.nested = nested
-        self.device = next(encoder.parameters()).device
-        self.on_cpu = self.device.type == "cpu"
-        config = encoder.config
-        self.plain = bool(
-            config.output_hidden_states or config.output_attentions or config.is_decoder
+
+def grouped_forward(model: Model, wordpieces, is_train: bool, max_pieces: int, bfloat16: bool):
+    """The forward of spacy-transformers' HFWrapper (thinc's PyTorchWrapper) that, predicting
+    on a CPU, runs the encoder on `length_groups` of the texts, each cut to the word pieces its
+    texts use (under bfloat16 autocast if asked), and puts the hidden states back in the
+    batch's order and shape, in float32 (spacy-transformers reads only the real positions, not
+    the padding). Encoders asked for more outputs than the last hidden states and pooler
+    output take the plain path."""
+    import torch
+    from spacy_transformers.data_classes import WordpieceBatch
+
+    encoder = model.shims[0]._hfmodel.transformer
+    config = encoder.config
+    if (
+        is_train
+        or encoder.device.type != "cpu"
+        or config.output_hidden_states
+        or config.output_attentions
+        or config.is_decoder
+    ):
+        return pytorch_forward(model, wordpieces, is_train)
+    n_texts, n_pieces = wordpieces.input_ids.shape
+    hidden = pooled = None
+    for group in length_groups(wordpieces.lengths, max_pieces):
+        mask = wordpieces.attention_mask[group]
+        width = int(mask.any(axis=0).nonzero()[0].max()) + 1  # whichever side is padded
+        types = wordpieces.token_type_ids
+        rows = WordpieceBatch(
+            strings=[wordpieces.strings[i] for i in group],
+            input_ids=wordpieces.input_ids[group, :width],
+            attention_mask=mask[:, :width],
+            lengths=[wordpieces.lengths[i] for i in group],
+            token_type_ids=None if types is None else types[group, :width],
         )
-        self.layers = None
-        if nested and self.on_cpu and not self.plain:
-            # torch calls its nested-tensor API a prototype and says so on each first use
-            warnings.filterwarnings(
-                "ignore", message="The PyTorch API of nested tensors is in prototype stage"
-            )
-            try:
-                self.layers = nested_encoder(encoder)
-                self._check()
-            except (AttributeError, ValueError, TypeError, RuntimeError) as err:
-                warnings.warn(
-                    "multinerd.TransformerModel.v1: no nested-tensor path for this encoder "
-                    f"({err})",
-                    stacklevel=2,
-                )
-                self.layers = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            output, _ = pytorch_forward(model, rows, False)
+        if hidden is None:
+            hidden = torch.zeros((n_texts, n_pieces, output.last_hidden_state.shape[-1]))
+            if output.get("pooler_output") is not None:
+                pooled = torch.zeros((n_texts, output.pooler_output.shape[-1]))
+        hidden[group, :width] = output.last_hidden_state.float()
+        if pooled is not None:
+            pooled[group] = output.pooler_output.float()
 
-    def serves(self, encoder, attrs) -> bool:
-        return (
-            encoder is self.encoder
-            and next(encoder.parameters()).device == self.device
-            and (attrs["cpu_batch_pieces"], attrs["nested_tensors"])
-            == (self.max_pieces, self.nested)
-        )
+    def backprop(d_output):
+        raise ValueError("grouped_forward only predicts")
 
-    def eval(self):
-        return self
-
-    def train(self, mode: bool = True):
-        return self
-
-    def _check(self):
-        import torch
-
-        vocab = self.encoder.config.vocab_size
-        ids = torch.randint(5, vocab, (2, 6), generator=torch.Generator().manual_seed(0))
-        mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
-        with torch.no_grad():
-            was_training = self.encoder.training
-            self.encoder.eval()
-            expected = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            got = nested_forward(self.encoder, self.layers, ids, mask)
-            self.encoder.train(was_training)
-        if not torch.allclose(got[mask.bool()], expected[mask.bool()], atol=1e-4):
-            raise ValueError("its nested copy does not compute what the encoder computes")
-
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, **kwargs):
-        import torch
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        if self.encoder.training:
-            self.encoder.eval()  # no dropout; thinc puts it back in train mode before an update
-        if self.plain or kwargs:
-            return self.encoder(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                **kwargs,
-            )
-        lengths = [int(n) for n in attention_mask.sum(1).tolist()]
-        out: Optional[torch.Tensor] = None
-        for group in length_groups(lengths, self.max_pieces):
-            longest = max(lengths[i] for i in group)
-            rows = torch.tensor(group, device=input_ids.device)
-            ids, mask = input_ids[rows, :longest], attention_mask[rows, :longest]
-            types = token_type_ids[rows, :longest] if token_type_ids is not None else None
-            if self.layers is not None:
-                hidden = nested_forward(self.encoder, self.layers, ids, mask, types)
-            else:
-                hidden = self.encoder(
-                    input_ids=ids, attention_mask=mask, token_type_ids=types
-                ).last_hidden_state
-            if out is None:
-                out = hidden.new_zeros(input_ids.shape + (hidden.shape[-1],))
-            out[rows, :longest] = hidden
-        pooler = getattr(self.encoder, "pooler", None)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=out, pooler_output=pooler(out) if pooler is not None else None
-        )
+    return type(output)(last_hidden_state=hidden, pooler_output=pooled), backprop
 
 
 def length_groups(lengths: List[int], max_pieces: int) -> List[List[int]]:
@@ -370,73 +325,3 @@ def length_groups(lengths: List[int], max_pieces: int) -> List[List[int]]:
     from spacy_transformers.util import batch_by_length
 
     return batch_by_length([range(n) for n in lengths], max_pieces)
-
-
-def nested_forward(encoder, layers, input_ids, attention_mask, token_type_ids=None):
-    """The encoder's last hidden states computed by `nested_encoder`'s copy of its layers
-    (`layers`) after its own embeddings; padded positions are zeros."""
-    embedded = encoder.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-    return layers(embedded, src_key_padding_mask=~attention_mask.bool())
-
-
-def nested_encoder(encoder):
-    """The layers of a transformers BERT or RoBERTa encoder (post-norm, exact GELU, absolute
-    positions) as a torch.nn.TransformerEncoder with copies of the same weights, for torch's
-    fast path: in eval mode without gradients and given a padding mask, it packs the batch
-    into a nested tensor and computes no padded position."""
-    import torch
-
-    cfg = encoder.config
-    if (
-        cfg.hidden_act != "gelu"
-        or getattr(cfg, "position_embedding_type", "absolute") != "absolute"
-    ):
-        raise ValueError(f"needs exact GELU and absolute positions, got {cfg.hidden_act}")
-    layers = []
-    for hf in encoder.encoder.layer:
-        layer = torch.nn.TransformerEncoderLayer(
-            cfg.hidden_size,
-            cfg.num_attention_heads,
-            cfg.intermediate_size,
-            dropout=0.0,
-            activation="gelu",
-            layer_norm_eps=cfg.layer_norm_eps,
-            batch_first=True,
-            norm_first=False,
-            device=next(encoder.parameters()).device,
-        )
-        att = hf.attention.self
-        pairs = [
-            (
-                layer.self_attn.in_proj_weight,
-                torch.cat([att.query.weight, att.key.weight, att.value.weight]),
-            ),
-            (
-                layer.self_attn.in_proj_bias,
-                torch.cat([att.query.bias, att.key.bias, att.value.bias]),
-            ),
-            (layer.self_attn.out_proj.weight, hf.attention.output.dense.weight),
-            (layer.self_attn.out_proj.bias, hf.attention.output.dense.bias),
-            (layer.norm1.weight, hf.attention.output.LayerNorm.weight),
-            (layer.norm1.bias, hf.attention.output.LayerNorm.bias),
-            (layer.linear1.weight, hf.intermediate.dense.weight),
-            (layer.linear1.bias, hf.intermediate.dense.bias),
-            (layer.linear2.weight, hf.output.dense.weight),
-            (layer.linear2.bias, hf.output.dense.bias),
-            (layer.norm2.weight, hf.output.LayerNorm.weight),
-            (layer.norm2.bias, hf.output.LayerNorm.bias),
-        ]
-        with torch.no_grad():
-            for target, source in pairs:
-                target.copy_(source)
-        layers.append(layer)
-    with warnings.catch_warnings(record=True) as caught:
-        stack = torch.nn.TransformerEncoder(layers[0], len(layers), enable_nested_tensor=True)
-    if not stack.use_nested_tensor:
-        raise ValueError(
-            "; ".join(str(w.message) for w in caught) or "torch declines nested tensors for it"
-        )
-    stack.layers = torch.nn.ModuleList(layers)
-    for param in stack.parameters():
-        param.requires_grad_(False)
-    return stack.eval()

@@ -1,13 +1,12 @@
-"""multinerd.TransformerModel.v1 (configs/trf.cfg): its CPU prediction path must compute what
-spacy-transformers' own path computes, for every grouping and after every update."""
+"""multinerd.TransformerModel.v2 (configs/trf.cfg): its CPU prediction runs the encoder on
+groups of texts of similar length, and must compute what spacy-transformers' own
+TransformerModel.v3 computes with the same weights; v1 configs must keep loading."""
 
 import pytest
 
+from scripts import architectures
 from scripts.architectures import length_groups
 from scripts.tiny_transformer import build_tiny_transformer, write_tiny_config
-
-# a nested copy that fails its check falls back with this warning: here that is a failure
-pytestmark = pytest.mark.filterwarnings("error:multinerd.TransformerModel.v1")
 
 TEXTS = [
     "Angela Merkel visited New York .",
@@ -35,6 +34,7 @@ def test_length_groups_sort_and_bound_the_padded_size():
 @pytest.fixture(scope="module")
 def nlp(tmp_path_factory):
     import spacy
+    import torch
     from spacy.training import Example
     from spacy.util import load_config
 
@@ -61,190 +61,145 @@ def nlp(tmp_path_factory):
         ents = [(doc[s:e].start_char, doc[s:e].end_char, label) for s, e, label in TAGS.get(i, [])]
         examples.append(Example.from_dict(doc, {"entities": ents}))
     nlp.initialize(lambda: examples)
-    import torch
-
     torch.manual_seed(0)
     with torch.no_grad():  # a fresh BERT has LayerNorm weights 1 and biases 0: make each one count
-        for param in nlp.get_pipe("transformer").model.layers[0].shims[0]._model.parameters():
+        for param in nlp.get_pipe("transformer").model.transformer.parameters():
             param.add_(torch.randn_like(param) * 0.05)
     nlp._test_examples = examples
     return nlp
 
 
-def plain_hidden(model, docs):
-    """What spacy-transformers' own forward returns for the docs."""
-    from spacy_transformers.layers.transformer_model import forward
+def with_model(nlp, architecture="multinerd.TransformerModel.v2", **settings):
+    """The same pipeline and weights with another transformer architecture or settings."""
+    import spacy
 
-    out, _ = forward(model, docs, False)
-    return out
+    config = nlp.config.copy()
+    model = dict(config["components"]["transformer"]["model"])
+    for key in ("cpu_batch_pieces", "cpu_bfloat16"):  # spacy-transformers' settings remain
+        model.pop(key)
+    model.update(settings, **{"@architectures": architecture})
+    config["components"]["transformer"]["model"] = model
+    return spacy.blank("en").from_config(config).from_bytes(nlp.to_bytes())
 
 
-def assert_same_outputs(model, docs):
+@pytest.fixture(scope="module")
+def plain(nlp):
+    """The same pipeline with spacy-transformers' own TransformerModel.v3."""
+    return with_model(nlp, "spacy-transformers.TransformerModel.v3")
+
+
+@pytest.fixture
+def encoder_calls(monkeypatch):
+    """(texts, padded word pieces, longest text) of each encoder call."""
+    calls = []
+
+    def recording(model, wordpieces, is_train):
+        calls.append((*wordpieces.input_ids.shape, max(wordpieces.lengths)))
+        return pytorch_forward(model, wordpieces, is_train)
+
+    pytorch_forward = architectures.pytorch_forward
+    monkeypatch.setattr(architectures, "pytorch_forward", recording)
+    return calls
+
+
+def entities(nlp, texts):
+    return [
+        [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+        for doc in nlp.pipe(texts, batch_size=8)
+    ]
+
+
+@pytest.mark.parametrize("pieces", [12, 40, 384, 10**6])
+def test_cpu_prediction_computes_what_spacy_transformers_computes(
+    nlp, plain, encoder_calls, pieces
+):
     import torch
 
-    got = model.predict(docs)
-    expected = plain_hidden(model, docs)
-    mask = torch.as_tensor(expected.wordpieces.attention_mask).bool()
-    a = torch.as_tensor(got.model_output.last_hidden_state)
-    b = torch.as_tensor(expected.model_output.last_hidden_state)
+    docs = [nlp.make_doc(t) for t in TEXTS]
+    expected = plain.get_pipe("transformer").model.predict(docs)
+    encoder_calls.clear()
+    got = with_model(nlp, cpu_batch_pieces=pieces).get_pipe("transformer").model.predict(docs)
+    real = torch.as_tensor(expected.wordpieces.attention_mask).bool()
+    a, b = (torch.as_tensor(x.model_output.last_hidden_state) for x in (got, expected))
     assert a.shape == b.shape
-    assert torch.allclose(a[mask], b[mask], atol=1e-5)
+    assert torch.allclose(a[real], b[real], atol=1e-5)
     assert torch.allclose(
         torch.as_tensor(got.model_output.pooler_output),
         torch.as_tensor(expected.model_output.pooler_output),
         atol=1e-5,
     )
-
-
-@pytest.mark.parametrize("pieces,nested", [(384, True), (12, True), (12, False), (10**6, False)])
-def test_cpu_prediction_computes_what_spacy_transformers_computes(nlp, pieces, nested):
-    model = nlp.get_pipe("transformer").model
-    model.attrs["cpu_batch_pieces"], model.attrs["nested_tensors"] = pieces, nested
-    try:
-        docs = [nlp.make_doc(t) for t in TEXTS]
-        assert_same_outputs(model, docs)
-        predictor = model._func.state["predictor"]
-        assert (predictor.max_pieces, predictor.nested) == (pieces, nested)
-        assert (predictor.layers is not None) == nested
-        shim = model.layers[0].shims[0]
-        assert shim._model is predictor.encoder  # put back after the call
-    finally:
-        model.attrs["cpu_batch_pieces"], model.attrs["nested_tensors"] = 384, True
-
-
-def test_the_predictor_is_rebuilt_after_an_update(nlp):
-    model = nlp.get_pipe("transformer").model
-    docs = [nlp.make_doc(t) for t in TEXTS]
-    model.predict(docs)
-    before = model._func.state["predictor"]
-    nlp.update(nlp._test_examples, sgd=nlp.create_optimizer())
-    assert "predictor" not in model._func.state
-    assert_same_outputs(model, docs)  # the new weights, not the nested copy of the old ones
-    assert model._func.state["predictor"] is not before
-    assert model._func.state["predictor"].layers is not None
-
-
-def test_pipeline_results_survive_serialization(nlp):
-    import spacy
-
-    texts = TEXTS * 3
-    expected = [
-        [(e.start_char, e.end_char, e.label_) for e in doc.ents]
-        for doc in nlp.pipe(texts, batch_size=4)
-    ]
-    loaded = spacy.blank("en").from_config(nlp.config).from_bytes(nlp.to_bytes())
-    model = loaded.get_pipe("transformer").model
-    got = [
-        [(e.start_char, e.end_char, e.label_) for e in doc.ents]
-        for doc in loaded.pipe(texts, batch_size=4)
-    ]
-    assert got == expected
-    assert model._func.state["predictor"].layers is not None
-    # with the nested path switched off the entities are the same
-    model.attrs["nested_tensors"] = False
-    assert [
-        [(e.start_char, e.end_char, e.label_) for e in d.ents] for d in loaded.pipe(texts)
-    ] == expected
-
-
-def test_an_encoder_without_a_nested_copy_keeps_the_plain_layers(nlp):
-    from scripts.architectures import CPUPredictor
-
-    encoder = nlp.get_pipe("transformer").model.layers[0].shims[0]._model
-    encoder.config.hidden_act = "gelu_new"
-    try:
-        with pytest.warns(UserWarning, match="no nested-tensor path"):
-            predictor = CPUPredictor(encoder, 384, nested=True)
-        assert predictor.layers is None
-    finally:
-        encoder.config.hidden_act = "gelu"
-
-
-@pytest.mark.parametrize("kind", ["bert", "roberta"])
-def test_cpu_predictor_matches_the_encoder_it_stands_in_for(kind):
-    """BERT (the offline MiniLM) and RoBERTa (the default roberta-base) style encoders, with
-    random weights, right-padded batches of mixed lengths, groups small enough to split them."""
-    import torch
-    from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
-
-    from scripts.architectures import CPUPredictor, nested_encoder, nested_forward
-
-    torch.manual_seed(0)
-    sizes = dict(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-    )
-    if kind == "bert":
-        encoder, pad = BertModel(BertConfig(**sizes)), 0
+    lengths = expected.wordpieces.lengths
+    if pieces >= max(lengths) * len(lengths):
+        assert encoder_calls == [(*real.shape, max(lengths))]  # one group: the batch as it is
     else:
-        encoder, pad = (
-            RobertaModel(RobertaConfig(**sizes, max_position_embeddings=64, pad_token_id=1)),
-            1,
-        )
-    with torch.no_grad():
-        for param in encoder.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    encoder.eval()
-    lengths = [9, 3, 12, 5, 5, 2]
-    ids = torch.full((len(lengths), 12), pad)
-    mask = torch.zeros((len(lengths), 12), dtype=torch.long)
-    for row, n in enumerate(lengths):
-        ids[row, :n] = torch.randint(5, 100, (n,))
-        mask[row, :n] = 1
-    with torch.no_grad():
-        expected = encoder(input_ids=ids, attention_mask=mask)
-        predictor = CPUPredictor(encoder, max_pieces=16, nested=True)
-        assert predictor.layers is not None
-        got = predictor(input_ids=ids, attention_mask=mask)
-        whole = nested_forward(encoder, nested_encoder(encoder), ids, mask)  # the batch in one go
-    real = mask.bool()
-    assert whole.shape == expected.last_hidden_state.shape
-    assert torch.allclose(whole[real], expected.last_hidden_state[real], atol=1e-5)
-    assert torch.allclose(got.last_hidden_state[real], expected.last_hidden_state[real], atol=1e-5)
-    assert torch.allclose(got.pooler_output, expected.pooler_output, atol=1e-5)
-    assert not got.last_hidden_state[~real].any()  # padded positions: zeros, never read
-    encoder.config.hidden_act = "gelu_new"
-    with pytest.raises(ValueError, match="exact GELU"):
-        nested_encoder(encoder)
+        assert len(encoder_calls) > 1
+        assert sum(n for n, _, _ in encoder_calls) == len(docs)
+        for n, width, longest in encoder_calls:  # cut to its longest text, within the bound
+            assert width == longest
+            assert n == 1 or n * width <= pieces
 
 
-def test_an_encoder_off_the_cpu_takes_spacy_transformers_own_path(nlp, monkeypatch):
-    """On a GPU the predictor must stand aside: no nested copy, and spacy-transformers' own
-    forward runs with the encoder itself (checked without a GPU: torch's meta device and a
-    predictor marked off the CPU stand in for one)."""
+def test_bfloat16_runs_the_encoder_in_bfloat16_and_returns_float32(nlp, plain):
     import torch
-    from transformers import BertConfig, BertModel
 
-    from scripts.architectures import CPUPredictor
-
-    sizes = dict(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-    )
-    off_cpu = CPUPredictor(BertModel(BertConfig(**sizes)).to("meta"), 384, nested=True)
-    assert (off_cpu.on_cpu, off_cpu.layers) == (False, None)
-
-    model = nlp.get_pipe("transformer").model
     docs = [nlp.make_doc(t) for t in TEXTS]
-    expected = plain_hidden(model, docs)
-    model.predict(docs)
-    predictor = model._func.state["predictor"]
-    monkeypatch.setattr(predictor, "on_cpu", False)
+    expected_batch = plain.get_pipe("transformer").model.predict(docs)
+    expected = expected_batch.model_output
+    model = with_model(nlp, cpu_bfloat16=True, cpu_batch_pieces=12).get_pipe("transformer").model
+    got = model.predict(docs).model_output
+    real = torch.as_tensor(expected_batch.wordpieces.attention_mask).bool()
+    for key in ("last_hidden_state", "pooler_output"):
+        a, b = torch.as_tensor(got[key]), torch.as_tensor(expected[key])
+        assert a.dtype == torch.float32  # what spacy-transformers turns into numpy arrays
+        a, b = (a[real], b[real]) if key == "last_hidden_state" else (a, b)
+        assert (a - b).abs().max() > 1e-3  # computed in bfloat16 (float32: < 1e-5)
+        assert torch.allclose(a, b, atol=0.1)
+    for doc in with_model(nlp, cpu_bfloat16=True).pipe(TEXTS):  # through spaCy to numpy
+        assert doc._.trf_data.model_output.last_hidden_state.dtype == "float32"
 
-    def never(*args, **kwargs):
-        raise AssertionError("the CPU predictor ran for an encoder off the CPU")
 
-    monkeypatch.setattr(CPUPredictor, "__call__", never)
-    got = model.predict(docs)
-    assert model._func.state["predictor"] is predictor  # kept, not rebuilt on every batch
-    assert model.layers[0].shims[0]._model is predictor.encoder
-    assert torch.allclose(
-        torch.as_tensor(got.model_output.last_hidden_state),
-        torch.as_tensor(expected.model_output.last_hidden_state),
+def test_same_entities_as_spacy_transformers_and_after_serialization(nlp, plain):
+    texts = TEXTS * 3
+    expected = entities(plain, texts)
+    assert any(expected), "the test needs a pipeline that finds entities"
+    assert entities(nlp, texts) == expected
+    loaded = with_model(nlp)  # from bytes, as spacy.load does
+    assert entities(loaded, texts) == expected
+
+
+def test_v1_configs_load_with_their_settings_and_give_the_same_entities(nlp, plain):
+    """Pipelines trained before v2 name multinerd.TransformerModel.v1 with nested_tensors."""
+    old = with_model(
+        nlp, "multinerd.TransformerModel.v1", cpu_batch_pieces=384, nested_tensors=True
     )
+    assert entities(old, TEXTS * 3) == entities(plain, TEXTS * 3)
+    with pytest.raises(Exception, match="nested_tensors"):  # v2 has no such setting
+        with_model(nlp, nested_tensors=True)
+
+
+def test_training_runs_the_whole_batch(nlp, encoder_calls):
+    trained = with_model(nlp, cpu_batch_pieces=12)
+    trained.update(nlp._test_examples, sgd=trained.create_optimizer())
+    assert encoder_calls and all(n == len(TEXTS) for n, _, _ in encoder_calls)
+
+
+def test_an_encoder_off_the_cpu_runs_the_whole_batch(nlp, encoder_calls, monkeypatch):
+    """On a GPU the encoder gets the batch as spacy-transformers builds it (this machine has
+    no GPU: the encoder says it is on one, and the call is stopped before it runs)."""
+    import torch
+
+    class Stop(Exception):
+        pass
+
+    def stop(model, wordpieces, is_train):
+        encoder_calls.append(len(wordpieces))
+        raise Stop
+
+    model = with_model(nlp, cpu_batch_pieces=12).get_pipe("transformer").model
+    monkeypatch.setattr(
+        type(model.transformer), "device", property(lambda self: torch.device("cuda"))
+    )
+    monkeypatch.setattr(architectures, "pytorch_forward", stop)
+    with pytest.raises(Stop):
+        model.predict([nlp.make_doc(t) for t in TEXTS])
+    assert encoder_calls == [len(TEXTS)]

@@ -125,27 +125,16 @@ def test_bench_accuracy_checks_spacy_overrides_before_training(tmp_path):
     assert not out.exists()
 
 
-def test_padding_ratio_follows_the_length_sorted_sub_batches():
-    from benchmarks.profile_inference import padding_ratio
-
-    lengths, pieces = [1, 1, 1, 10], [2, 2, 2, 20]  # 26 real word pieces
-    # one sub-batch: every sentence padded to the longest
-    assert padding_ratio(lengths, pieces, batch_size=4, max_items=4096) == pytest.approx(80 / 26)
-    # sub-batches of at most 3 words: the three short ones together, the long one alone
-    assert padding_ratio(lengths, pieces, batch_size=4, max_items=3) == pytest.approx(1.0)
-    # outer batches of 2 first: [0, 1] padded to 2, [2, 3] padded to 20
-    assert padding_ratio(lengths, pieces, batch_size=2, max_items=4096) == pytest.approx(44 / 26)
-
-
 def test_inference_systems_are_parsed_or_refused():
     import typer
 
     from benchmarks.bench_inference import parse_system
 
-    assert parse_system("spacy") == ("spacy", (False, None))
-    assert parse_system("spacy-256") == ("spacy", (False, 256))
-    assert parse_system("spacy-plain") == ("spacy", (True, None))
-    assert parse_system("spacy-plain-256") == ("spacy", (True, 256))
+    assert parse_system("spacy") == ("spacy", (None, None))
+    assert parse_system("spacy-256") == ("spacy", (None, 256))
+    assert parse_system("spacy-plain") == ("spacy", ("plain", None))
+    assert parse_system("spacy-plain-256") == ("spacy", ("plain", 256))
+    assert parse_system("spacy-bf16") == ("spacy", ("bf16", None))
     assert parse_system("hf-first") == ("hf", "first")
     bad_systems = [
         "spacy-0",
@@ -155,18 +144,12 @@ def test_inference_systems_are_parsed_or_refused():
         "spacy-plainx",
         "spacy-plain--5",
         "spacy-plain-",
+        "spacy-bf16-plain",
+        "spacy-fp16",
     ]
     for bad in bad_systems + ["hf-mean", "flair"]:
         with pytest.raises(typer.BadParameter, match="unknown system"):
             parse_system(bad)
-
-
-def test_sub_batches_cover_each_outer_batch_once():
-    from benchmarks.profile_inference import sub_batches
-
-    subs = sub_batches([1, 1, 1, 10, 2], batch_size=4, max_items=3)
-    assert sorted(i for sub in subs for i in sub) == [0, 1, 2, 3, 4]
-    assert {0, 1, 2} in [set(sub) for sub in subs] and [3] in subs and [4] in subs
 
 
 def test_calibration_is_the_mean_step_after_the_warm_steps():
