@@ -12,6 +12,7 @@ dev, plus non-English rows that must be filtered out. Then times `fetch` (local 
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,12 +71,21 @@ def write_split(path: Path, rng, n_english: int, exact: bool, vocab, foreign_sha
 
 
 def make_synthetic(directory: Path, seed: int = 0, scale: float = 1.0) -> None:
+    """The synthetic set in `directory`, generated unless it is there (a generation cut short
+    leaves only a .partial directory beside it)."""
+    if directory.exists():
+        return
+    print(f"Generating the synthetic set in {directory} ...")
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(200_000)] + ["the", "of", ",", ".", "and", "in"] * 20_000
     hub_names = {"train": "train", "dev": "validation", "test": "test"}
     for split, name in hub_names.items():
         n = int(OFFICIAL.sizes[split] * scale)
-        write_split(directory / f"{name}_en.jsonl", rng, n, split == "test" and scale == 1.0, vocab)
+        write_split(partial / f"{name}_en.jsonl", rng, n, split == "test" and scale == 1.0, vocab)
+    partial.rename(directory)
 
 
 def timed(cmd) -> tuple:
@@ -96,10 +106,7 @@ def main(
     with tempfile.TemporaryDirectory() as tmp:
         root = workdir or Path(tmp)
         source, assets, corpus = root / "synthetic", root / "assets", root / "corpus"
-        if not (source / "train_en.jsonl").exists():
-            source.mkdir(parents=True, exist_ok=True)
-            print(f"Generating the synthetic set in {source} ...")
-            make_synthetic(source, scale=scale)
+        make_synthetic(source, scale=scale)
         env_py = sys.executable
         steps = {
             "fetch (local JSONL, English filter)": [

@@ -77,10 +77,7 @@ def prepare(workdir: Path, scale: float, shard_size: int) -> Dict[str, Path]:
     from .bench_convert import make_synthetic
 
     source, assets, corpus = workdir / "synthetic", workdir / "assets", workdir / "corpus"
-    if not (source / "train_en.jsonl").exists():
-        source.mkdir(parents=True, exist_ok=True)
-        print(f"Generating the synthetic set in {source} ...")
-        make_synthetic(source, scale=scale)
+    make_synthetic(source, scale=scale)
     py = sys.executable
     fetch = run_step(
         [py, "-m", "scripts.fetch", "multinerd", str(assets), "--source", str(source)], "fetch"

@@ -222,3 +222,18 @@ def test_wait_peak_rss_sees_the_memory_of_a_child_of_the_child():
     code = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
     peak = wait_peak_rss(subprocess.Popen([sys.executable, "-c", code]))
     assert peak > 200_000_000
+
+
+def test_synthetic_set_has_the_official_proportions_and_is_generated_once(tmp_path, monkeypatch):
+    from benchmarks import bench_convert
+    from benchmarks.bench_convert import OFFICIAL
+
+    source = tmp_path / "synthetic"
+    bench_convert.make_synthetic(source, scale=0.001)
+    for split, name in {"train": "train", "dev": "validation", "test": "test"}.items():
+        rows = (source / f"{name}_en.jsonl").read_text(encoding="utf-8").splitlines()
+        english = [r for r in map(json.loads, rows) if r["lang"] == "en"]
+        assert len(english) == int(OFFICIAL.sizes[split] * 0.001)  # beside other languages
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no .partial left
+    monkeypatch.setattr(bench_convert, "write_split", None)  # a second call writes nothing
+    bench_convert.make_synthetic(source, scale=0.001)
