@@ -72,13 +72,28 @@ def cuda_major_of_package(name: str) -> Optional[str]:
     return digits if name.endswith("x") else digits[:-1]
 
 
+def is_cupy(name: str) -> bool:
+    """A CuPy distribution, by its canonical name: cupy (source build), cupy-cudaNN[x],
+    cupy-rocm-*."""
+    return name == "cupy" or name.startswith(("cupy-cuda", "cupy-rocm"))
+
+
+def parse_bool(value: str, option: str) -> bool:
+    """A true/false option as the project vars pass it; exits with a message otherwise."""
+    if value.strip().lower() not in BOOLEANS:
+        msg.fail(f"{option} must be true or false, not {value!r}.", exits=1)
+    return BOOLEANS[value.strip().lower()]
+
+
 def cupy_distributions() -> List[Tuple[str, str]]:
     from importlib.metadata import distributions
 
+    from packaging.utils import canonicalize_name
+
     found = set()
     for dist in distributions():
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name == "cupy" or name.startswith(("cupy-cuda", "cupy-rocm")):
+        name = canonicalize_name(dist.metadata["Name"] or "")
+        if is_cupy(name):
             found.add((name, dist.version))
     return sorted(found)
 
@@ -325,9 +340,7 @@ def main(
     """Check that the GPU can be used (torch with CUDA, CuPy for the same CUDA, the device), and
     that fp16 mixed precision is not asked of the CPU; exit 1 with what is missing and how to
     fix it."""
-    if mixed_precision.strip().lower() not in BOOLEANS:
-        msg.fail(f"mixed_precision must be true or false, not {mixed_precision!r}.", exits=1)
-    precision = precision_problem(gpu_id, BOOLEANS[mixed_precision.strip().lower()], config)
+    precision = precision_problem(gpu_id, parse_bool(mixed_precision, "mixed_precision"), config)
     if precision:
         fail(f"Cannot train: {precision[0]}.", [precision], GPU_WAY_OUT)
     if gpu_id < 0 and not report:

@@ -19,15 +19,16 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import typer
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name as canonical
 from packaging.version import Version
 from wasabi import msg
 
-from .check_gpu import GPU_REQUIREMENTS, cuda_major_of_package
+from .check_gpu import GPU_REQUIREMENTS, cuda_major_of_package, is_cupy
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 INDEX_URL = "https://pypi.org/simple"
@@ -66,10 +67,6 @@ class Resolution:
     python: str
     packages: Dict[str, Package] = field(default_factory=dict)
     error: str = ""
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def read_report(report: Dict) -> Dict[str, Package]:
@@ -138,7 +135,7 @@ def cuda_runtimes(packages: Dict[str, Package]) -> List[str]:
 
 
 def cupy_packages(packages: Dict[str, Package]) -> List[str]:
-    return sorted(n for n in packages if n == "cupy" or n.startswith(("cupy-cuda", "cupy-rocm")))
+    return sorted(n for n in packages if is_cupy(n))
 
 
 def library_copies(packages: Dict[str, Package]) -> Dict[str, List[str]]:
@@ -190,11 +187,12 @@ def problems(res: Resolution) -> List[str]:
     return found
 
 
-def row(res: Resolution) -> List[str]:
+def row(res: Resolution, found: Optional[List[str]] = None) -> List[str]:
+    """The table's row for a resolution; `found`: its `problems`, if computed already."""
+    found = problems(res) if found is None else found
     pk = res.packages
     version = lambda name: pk[name].version if name in pk else "-"  # noqa: E731
     cupys = cupy_packages(pk)
-    found = problems(res)
     return [
         Path(res.requirements).name,
         res.python,
@@ -321,7 +319,7 @@ def main(
     """Resolve the GPU install for each Python as a fresh machine would; exit 1 on a
     failed resolution, two CUDA versions or runtimes, a library installed twice, or a
     spaCy stack that does not fit."""
-    files = requirements or [Path(f) for f in sorted(set(GPU_REQUIREMENTS.values()))]
+    files = requirements or [Path(f) for f in sorted(GPU_REQUIREMENTS.values())]
     for path in files:
         if not path.is_file():
             msg.fail(f"{path}: no such requirements file.", exits=1)
@@ -341,22 +339,22 @@ def main(
             f"{glibc} (pip reads package metadata only; a minute or two)"
         )
 
-        def one(job) -> Resolution:
+        def one(job) -> Tuple[Resolution, List[str]]:
             path, version = job
             report = work / f"{path.stem}-py{version}.json"
             res = resolve(path, version, glibc, index_url, wheels, report)
-            mark = "✔" if not problems(res) else "✘"
-            print(f"{mark} {path.name} on Python {version}", flush=True)
-            return res
+            found = problems(res)
+            print(f"{'✘' if found else '✔'} {path.name} on Python {version}", flush=True)
+            return res, found
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             results = list(pool.map(one, jobs))
-    rows = [row(r) for r in results]
+    rows = [row(res, found) for res, found in results]
     if as_markdown:
         print(markdown(rows))
     else:
         msg.table(rows, header=HEADER, divider=True)
-    failed = [(r, problems(r)) for r in results if problems(r)]
+    failed = [(res, found) for res, found in results if found]
     for res, found in failed:
         msg.fail(f"{Path(res.requirements).name}, Python {res.python}: " + "; ".join(found))
     if failed:

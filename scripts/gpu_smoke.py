@@ -83,7 +83,7 @@ def record_log(record: List[Dict]):
 
         def log_step(info: Optional[Dict]) -> None:
             if info is not None:
-                row = {k: info[k] for k in ("step", "words", "score")}
+                row = {k: info[k] for k in ("step", "words")}
                 row.update(losses=dict(info["losses"]), time=time.perf_counter())
                 record.append(row)
             console_step(info)
@@ -184,10 +184,10 @@ def smoke(gpu_id: int, mixed_precision: bool, steps: int, fixture: Path, tmp: Pa
     import spacy
     import torch
 
-    from .tiny_transformer import build_tiny_transformer
+    from .tiny_transformer import build_tiny_transformer, fixture_texts
 
     corpus, sample = build_corpus(fixture, tmp)
-    tiny = build_tiny_transformer(tmp / "tiny-bert", sample + [s for s in sample[::-1]])
+    tiny = build_tiny_transformer(tmp / "tiny-bert", fixture_texts(fixture))
     on_gpu = gpu_id >= 0
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(gpu_id)
@@ -230,9 +230,7 @@ def main(
 ):
     """Train a tiny transformer NER pipeline on GPU `gpu_id` for a few hundred steps and check
     the loss, the weights, the same entities on the GPU and on the CPU, and the speed."""
-    precision = check_gpu.BOOLEANS.get(mixed_precision.strip().lower())
-    if precision is None:
-        msg.fail(f"mixed_precision must be true or false, not {mixed_precision!r}.", exits=1)
+    precision = check_gpu.parse_bool(mixed_precision, "mixed_precision")
     if gpu_id >= 0:
         found = check_gpu.problems(check_gpu.probe(gpu_id))
         if found:  # one line, however long (wasabi would wrap it)

@@ -6,6 +6,7 @@ import shutil
 import time
 
 import pytest
+from packaging.requirements import Requirement
 
 from scripts import check_gpu
 from scripts.check_gpu import GPU_REQUIREMENTS, Probe, cuda_major_of_package, problems
@@ -116,7 +117,7 @@ def test_each_requirements_file_installs_the_project_torch_and_cupy_of_one_cuda(
     text = (ROOT / GPU_REQUIREMENTS[major]).read_text()
     reqs = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     assert reqs[0] == "-r requirements.txt"
-    names = [r.split("[")[0].split(">")[0].split("=")[0].split("<")[0] for r in reqs[1:]]
+    names = [Requirement(r).name for r in reqs[1:]]
     assert names == ["torch", f"cupy-cuda{major}x"]
 
 
