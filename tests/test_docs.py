@@ -97,6 +97,9 @@ def test_every_project_command_and_var_shown_exists(document):
     runs = re.findall(r"spacy project run ([\w-]+)", text)
     for name in runs:
         assert name in names, f"`spacy project run {name}`: no such command in project.yml"
+    for named in re.findall(r"`([\w-]+)`(?:/`([\w-]+)`)? (?:steps?|command)\b", text):
+        for n in filter(None, named):  # "the `evaluate` step", "`train-a`/`train-b` steps"
+            assert n in names, f"the `{n}` step: no such command in project.yml"
     for var in re.findall(r"--vars\.(\w+)", text):
         assert var in config["vars"], f"--vars.{var}: no such var in project.yml"
     table_rows = document.read_text(encoding="utf-8")
