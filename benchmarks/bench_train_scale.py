@@ -72,8 +72,9 @@ def run_step(cmd: List[str], what: str) -> float:
     return time.perf_counter() - start
 
 
-def prepare(workdir: Path, scale: float, shard_size: int) -> Dict[str, Path]:
-    """The synthetic set (generated once) and the project's corpus of it (System A)."""
+def prepare(workdir: Path, scale: float, shard_size: int) -> Path:
+    """The synthetic set (generated once) and the project's corpus of it (System A): the
+    corpus folder."""
     from .bench_convert import make_synthetic
 
     source, assets, corpus = workdir / "synthetic", workdir / "assets", workdir / "corpus"
@@ -88,7 +89,7 @@ def prepare(workdir: Path, scale: float, shard_size: int) -> Dict[str, Path]:
         "convert",
     )
     print(f"fetch {fetch:.1f} s, convert {convert:.1f} s (System A, shards of {shard_size:,})")
-    return {"corpus": corpus / "multinerd_a"}
+    return corpus / "multinerd_a"
 
 
 def bench_config(config: str, out: Path, spacy_reader: bool) -> Path:
@@ -203,9 +204,10 @@ def main(
     peak memory, for each config on the full-size synthetic English MultiNERD."""
     from scripts.encoder import resolve
 
-    print(machine())
-    paths = prepare(workdir, scale, shard_size)
-    stats = json.loads((paths["corpus"] / "stats.json").read_text())["splits"]
+    described = machine()
+    print(described)
+    corpus = prepare(workdir, scale, shard_size)
+    stats = json.loads((corpus / "stats.json").read_text())["splits"]
     print(
         "System A corpus: "
         + ", ".join(f"{s} {v['sentences']:,} sentences" for s, v in stats.items())
@@ -213,7 +215,7 @@ def main(
     )
     encoder_dir = resolve(encoder)
     if reader_epoch:
-        cmd = [sys.executable, "-m", "benchmarks.reader_epoch", str(paths["corpus"] / "train")]
+        cmd = [sys.executable, "-m", "benchmarks.reader_epoch", str(corpus / "train")]
         subprocess.run(cmd, cwd=ROOT, env=child_env(), check=True)
     results: Dict[str, List[Dict]] = {c: [] for c in configs.split(",")}
     for repeat in range(repeats):
@@ -221,7 +223,7 @@ def main(
             out = workdir / "runs" / f"{config}-{repeat + 1}"
             shutil.rmtree(out, ignore_errors=True)
             cfg = bench_config(config, out, spacy_reader)
-            cmd = train_cmd(cfg, paths["corpus"], encoder_dir, out, steps + 1, dev_limit, override)
+            cmd = train_cmd(cfg, corpus, encoder_dir, out, steps + 1, dev_limit, override)
             r = run_training(cmd, out)
             r["words_per_s"] = words_per_s(r.pop("batches"), steps)
             results[config].append(r)
@@ -230,14 +232,12 @@ def main(
                 f"{r['first_step_s']:.1f} s, {r['words_per_s']:,.0f} words/s over {steps} "
                 f"steps, peak {r['peak_rss_mib']:,.0f} MiB, wall {r['wall_s']:.1f} s"
             )
-    if not repeats:
+    if repeats < 1:
         return
     print(f"\nmedian of {repeats} runs (seconds from the start of `spacy train`)")
     print(f"{'config':>6} {'initialized':>12} {'first step':>11} {'words/s':>8} {'peak MiB':>9}")
     table = {}
     for config, runs in results.items():
-        if not runs:
-            continue
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         table[config] = {**med, "runs": runs}
         print(
@@ -247,7 +247,7 @@ def main(
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         meta = {
-            "machine": machine(),
+            "machine": described,
             "steps": steps,
             "dev_limit": dev_limit,
             "scale": scale,

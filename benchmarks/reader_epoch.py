@@ -1,11 +1,12 @@
 """Memory of the training reader over one whole epoch, in a process of its own: iterate every
 Example of a training corpus (multinerd.StreamedCorpus.v1 with the configs' shuffle buffer),
-one at a time, and print the process's peak resident memory (VmHWM) when the reader is built
+one at a time, and print the process's peak resident memory when the reader is built
 and after each checkpoint. Flat figures mean that memory does not grow with the corpus.
 
     python -m benchmarks.reader_epoch benchmarks/runs/train-scale/corpus/multinerd_a/train
 """
 
+import resource
 import time
 from pathlib import Path
 
@@ -13,10 +14,7 @@ import typer
 
 
 def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise OSError("no VmHWM in /proc/self/status (Linux only)")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def main(

@@ -66,7 +66,6 @@ CHUNK = 1 << 24
 VARS = {
     "MODEL": "annotate_model",
     "INPUT": "annotate_input",
-    "OUTPUT": "annotate_output",
     "--format": "annotate_format",
     "--engine": "annotate_engine",
     "--errors": "annotate_errors",
@@ -799,7 +798,7 @@ def resolve_paths(
     the current folder); a relative MODEL or INPUT that is not there is read from the current
     folder, which under `spacy project run` is the project folder with the defaults."""
     here = Path.cwd()
-    base = (here / relative_to).resolve() if relative_to and str(relative_to) else here
+    base = (here / (relative_to or ".")).resolve()
     folders = list(dict.fromkeys([base, here]))
     looked = " and ".join(str(f) for f in folders)
     found = find(Path(source), folders)

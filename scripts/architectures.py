@@ -93,7 +93,7 @@ class StreamedCorpus(Corpus):
             raise ValueError(f"multinerd.StreamedCorpus.v1: buffer must be at least 1 ({buffer}).")
         self.shuffle, self.buffer, self.sample = shuffle, buffer, sample
         self.rng = random.Random(seed)
-        self.sizes: Optional[List[int]] = None  # docs a file, counted when `sample` needs it
+        self.total: Optional[int] = None  # docs in all files, counted when `sample` needs it
 
         if shuffle:
             msg.info(
@@ -139,12 +139,11 @@ class StreamedCorpus(Corpus):
         docs = self.read_files(vocab, self.files)
         if self.limit > 0:
             return islice(docs, self.limit)
-        if self.sizes is None:
-            self.sizes = [len(read_docbin(path)) for path in self.files]
-        total = sum(self.sizes)  # empty docs included: an upper bound of what is read
-        if self.sample >= total:
+        if self.total is None:  # empty docs included: an upper bound of what is read
+            self.total = sum(len(read_docbin(path)) for path in self.files)
+        if self.sample >= self.total:
             return docs
-        keep = {total * i // self.sample for i in range(self.sample)}
+        keep = {self.total * i // self.sample for i in range(self.sample)}
         return (doc for i, doc in enumerate(docs) if i in keep)
 
 

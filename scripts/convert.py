@@ -118,14 +118,11 @@ def convert(
                 )
         results[name] = (labels, stats, arrays)
     train_shards = shards(len(encoded["train"].sents), shard_size, seed)
+    shard_stats = {"shards": len(train_shards), "shard_size": shard_size, "seed": seed}
     written = {}
     for name, (labels, stats, arrays) in results.items():
         out = corpus_dir / corpus_name(dataset, name)
-        stats["train_shards"] = {
-            "shards": len(train_shards),
-            "shard_size": shard_size,
-            "seed": seed,
-        }
+        stats["train_shards"] = shard_stats
         with atomic_dir(out) as tmp:
             enc = encoded["train"]
             (tmp / "train").mkdir()

@@ -451,6 +451,8 @@ class EncodedSplit:
         if sentences is None:
             positions = slice(None)
             offsets = self.offsets
+            token_codes = codes = self.token_codes
+            values = self.token_values
         else:
             sentences = numpy.asarray(sentences, dtype=numpy.int64)
             lengths = lengths[sentences]
@@ -458,11 +460,7 @@ class EncodedSplit:
             # the flat token positions of the chosen sentences, in their order
             positions = numpy.repeat(self.offsets[sentences] - offsets[:-1], lengths)
             positions += numpy.arange(offsets[-1])
-        token_codes = self.token_codes[positions]
-        if sentences is None:
-            values = self.token_values
-            codes = token_codes
-        else:
+            token_codes = self.token_codes[positions]
             used, codes = numpy.unique(token_codes, return_inverse=True)
             values = [self.token_values[i] for i in used]
         strings = StringStore()

@@ -183,13 +183,15 @@ def test_training_runs_the_whole_batch(nlp, encoder_calls):
     assert encoder_calls and all(n == len(TEXTS) for n, _, _ in encoder_calls)
 
 
-def test_an_encoder_off_the_cpu_runs_the_whole_batch(nlp, encoder_calls, monkeypatch):
+def test_an_encoder_off_the_cpu_runs_the_whole_batch(nlp, monkeypatch):
     """On a GPU the encoder gets the batch as spacy-transformers builds it (this machine has
     no GPU: the encoder says it is on one, and the call is stopped before it runs)."""
     import torch
 
     class Stop(Exception):
         pass
+
+    encoder_calls = []
 
     def stop(model, wordpieces, is_train):
         encoder_calls.append(len(wordpieces))
