@@ -12,7 +12,7 @@ import warnings
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy
 from spacy.tokens import Doc, DocBin
@@ -20,7 +20,6 @@ from spacy.training import Corpus
 from spacy.training.corpus import walk_corpus
 from spacy.util import registry
 from thinc.api import Model, concatenate, get_current_ops
-from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.types import Floats2d
 from wasabi import msg
 
@@ -219,14 +218,13 @@ def transformer_model(
     on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others, and the results
     change a little (docs/inference.md). Training, and prediction on a GPU, are
     spacy-transformers' own."""
-    from spacy_transformers.architectures import create_TransformerModel_v3
-
+    create = registry.architectures.get(SPACY_TRANSFORMER_MODEL)
     # fp16 autocast and loss scaling exist on a GPU only: on a CPU, torch would switch autocast
     # off with a warning at every prediction. So a pipeline trained with mixed precision runs
     # in fp32 where it is created on the CPU, quietly, and in fp16 where it is created on a
     # GPU (`spacy.require_gpu()` or `--gpu-id` before the pipeline is loaded or trained).
     on_gpu = get_current_ops().device_type == "gpu"
-    model = create_TransformerModel_v3(
+    model = create(
         name,
         get_spans,
         tokenizer_config or {},
@@ -234,10 +232,16 @@ def transformer_model(
         mixed_precision and on_gpu,
         grad_scaler_config or {},
     )
-    encoder = model.layers[0]  # spacy-transformers' HFWrapper: word pieces in, encoder output out
-    encoder.replace_callbacks(
-        partial(grouped_forward, max_pieces=cpu_batch_pieces, bfloat16=cpu_bfloat16),
-        init=encoder.init,
+    found = encoder_layer(model)
+    if isinstance(found, str):
+        warn_plain_path(found)
+        return model
+    layer, forward = found
+    layer.replace_callbacks(
+        partial(
+            grouped_forward, forward=forward, max_pieces=cpu_batch_pieces, bfloat16=cpu_bfloat16
+        ),
+        init=layer.init,
     )
     return model
 
@@ -268,28 +272,80 @@ def transformer_model_v1(
     )
 
 
-def grouped_forward(model: Model, wordpieces, is_train: bool, max_pieces: int, bfloat16: bool):
-    """The forward of spacy-transformers' HFWrapper (thinc's PyTorchWrapper) that, predicting
-    on a CPU, runs the encoder on `length_groups` of the texts, each cut to the word pieces its
-    texts use (under bfloat16 autocast if asked), and puts the hidden states back in the
-    batch's order and shape, in float32 (spacy-transformers reads only the real positions, not
-    the padding). Encoders asked for more outputs than the last hidden states and pooler
-    output take the plain path."""
+# --- The only place that relies on spacy-transformers' and thinc's internals ---------------
+# TransformerModel.v3 is a model whose first layer (thinc's PyTorchWrapper as
+# spacy-transformers' HFWrapper, "hf-pytorch") takes the word pieces and returns the encoder's
+# output, through one shim that holds the Hugging Face model. The grouping replaces that
+# layer's forward and calls the original on each group. Checked when the model is built: with
+# another layout, the model keeps spacy-transformers' own path, and says so once.
+SPACY_TRANSFORMER_MODEL = "spacy-transformers.TransformerModel.v3"
+ENCODER_LAYER = "hf-pytorch"
+
+
+def encoder_layer(model: Model) -> Union[Tuple[Model, Callable], str]:
+    """The encoder layer of a TransformerModel.v3 and its forward, or what differs from the
+    layout the grouping was written for."""
+    if not model.layers or model.layers[0].name != ENCODER_LAYER:
+        return f"its first layer is not {ENCODER_LAYER!r}"
+    layer = model.layers[0]
+    if len(layer.shims) != 1 or not hasattr(layer.shims[0], "_hfmodel"):
+        return "its encoder layer does not hold one Hugging Face shim"
+    if not hasattr(layer.shims[0]._hfmodel, "transformer"):
+        return "its shim does not hold the transformer where expected"
+    forward = getattr(layer, "_func", None)
+    if not callable(forward):
+        return "thinc's Model keeps its forward elsewhere"
+    return layer, forward
+
+
+def hf_encoder(layer: Model):
+    """The Hugging Face model (a torch module) inside the encoder layer, once loaded."""
+    return layer.shims[0]._hfmodel.transformer
+
+
+def warn_plain_path(why: str) -> None:
+    from importlib.metadata import version
+
+    warnings.warn(
+        f"multinerd.TransformerModel.v2: spacy-transformers {version('spacy-transformers')} "
+        f"builds {SPACY_TRANSFORMER_MODEL} differently ({why}): the pipeline predicts with "
+        "spacy-transformers' own path (the same results, slower on a CPU).",
+        PlainPathWarning,
+        stacklevel=3,
+    )
+
+
+class PlainPathWarning(UserWarning):
+    """The CPU grouping is off: spacy-transformers' layout is not the one it knows."""
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def grouped_forward(
+    model: Model, wordpieces, is_train: bool, forward: Callable, max_pieces: int, bfloat16: bool
+):
+    """The encoder layer's `forward` that, predicting on a CPU, runs the encoder on
+    `length_groups` of the texts, each cut to the word pieces its texts use (under bfloat16
+    autocast if asked), and puts the outputs back in the batch's order and shape, in float32
+    (spacy-transformers reads only the real positions, not the padding). Training, a model
+    on a GPU, an encoder asked for more than its last hidden states, and an output with
+    fields that cannot be put back, take the plain path: `forward` on the whole batch."""
     import torch
     from spacy_transformers.data_classes import WordpieceBatch
 
-    encoder = model.shims[0]._hfmodel.transformer
-    config = encoder.config
+    encoder = hf_encoder(model)
+    config = getattr(encoder, "config", None)
     if (
         is_train
+        or not isinstance(encoder, torch.nn.Module)
         or encoder.device.type != "cpu"
-        or config.output_hidden_states
-        or config.output_attentions
-        or config.is_decoder
+        or getattr(config, "output_hidden_states", True)
+        or getattr(config, "output_attentions", True)
+        or getattr(config, "is_decoder", True)
     ):
-        return pytorch_forward(model, wordpieces, is_train)
-    n_texts, n_pieces = wordpieces.input_ids.shape
-    hidden = pooled = None
+        return forward(model, wordpieces, is_train)
+    parts = []
     for group in length_groups(wordpieces.lengths, max_pieces):
         mask = wordpieces.attention_mask[group]
         width = int(mask.any(axis=0).nonzero()[0].max()) + 1  # whichever side is padded
@@ -302,19 +358,44 @@ def grouped_forward(model: Model, wordpieces, is_train: bool, max_pieces: int, b
             token_type_ids=None if types is None else types[group, :width],
         )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-            output, _ = pytorch_forward(model, rows, False)
-        if hidden is None:
-            hidden = torch.zeros((n_texts, n_pieces, output.last_hidden_state.shape[-1]))
-            if output.get("pooler_output") is not None:
-                pooled = torch.zeros((n_texts, output.pooler_output.shape[-1]))
-        hidden[group, :width] = output.last_hidden_state.float()
-        if pooled is not None:
-            pooled[group] = output.pooler_output.float()
+            output, _ = forward(model, rows, False)
+        parts.append((group, width, output))
+    output = regroup(parts, wordpieces.input_ids.shape)
+    if output is None:
+        return forward(model, wordpieces, is_train)
 
     def backprop(d_output):
         raise ValueError("grouped_forward only predicts")
 
-    return type(output)(last_hidden_state=hidden, pooler_output=pooled), backprop
+    return output, backprop
+
+
+def regroup(parts: List[Tuple[List[int], int, Any]], shape: Tuple[int, int]) -> Any:
+    """One output of the encoder's class for the whole batch (`shape`: texts, word pieces)
+    from the groups' outputs, with every field the encoder returned: per word piece
+    (texts x pieces x width, e.g. last_hidden_state) or per text (texts x width, e.g.
+    pooler_output). None when a field is neither."""
+    import torch
+
+    first = parts[0][2]
+    fields = {}
+    for key in first.keys():
+        full = None
+        for group, width, output in parts:
+            value = output[key]
+            if not torch.is_tensor(value) or value.shape[0] != len(group):
+                return None
+            if value.dim() == 3 and value.shape[1] == width:
+                index, size = (group, slice(0, width)), (*shape, value.shape[2])
+            elif value.dim() == 2:
+                index, size = (group,), (shape[0], value.shape[1])
+            else:
+                return None
+            if full is None:
+                full = torch.zeros(size)
+            full[index] = value.float()
+        fields[key] = full
+    return type(first)(**fields)
 
 
 def length_groups(lengths: List[int], max_pieces: int) -> List[List[int]]:

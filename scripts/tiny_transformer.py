@@ -1,37 +1,241 @@
-"""Build a tiny random BERT (2 layers, small vocabulary) with a WordPiece tokenizer trained on
-the fixture text, saved as a local Hugging Face model directory: tests need no download."""
+"""Tiny random encoders of every family the project supports, each with a tokenizer of its real
+kind trained here on a few texts (WordPiece, byte-level BPE, or a SentencePiece unigram
+model) and saved as the family's releases on the Hugging Face Hub save it (DeBERTa's as its
+SentencePiece model only, which transformers converts when it loads it), in local model
+directories: the tests and gpu-smoke need no download.
 
+    build_tiny_transformer(out_dir, texts, family="deberta-v3")
+
+FAMILIES is also the list of the encoder families the project is tested with (its
+`model_type`s are what before_train accepts without a warning).
+"""
+
+import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Dict, Iterable, List, Tuple
+
+# The tiny model's size: 2 layers of width 32 learn the fixture in a few dozen steps.
+SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+MAX_PIECES = 512  # word pieces a text may have (the model's positions)
+VOCAB_SIZE = {"wordpiece": 400, "unigram": 400, "bpe": 600}  # bpe: 256 bytes, then merges
 
 
-def build_tiny_transformer(out_dir: Path, texts: Iterable[str]) -> Path:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+@dataclass(frozen=True)
+class Family:
+    """An encoder family: its transformers config and tokenizer classes, the kind of tokenizer
+    its released models have, and that tokenizer's special tokens (cls, sep, pad, unk, mask)."""
 
+    model_type: str
+    config_class: str
+    tokenizer_class: str
+    tokenizer: str  # wordpiece | bpe | unigram (SentencePiece)
+    specials: Tuple[str, str, str, str, str]
+    config: Dict = field(default_factory=dict)
+    lowercase: bool = False
+    input_names: Tuple[str, ...] = ()  # the tokenizer's model_input_names, if not its class's
+    sentencepiece: Dict = field(default_factory=dict)  # the SentencePiece model's own ids
+
+
+BERT_SPECIALS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")
+ROBERTA_SPECIALS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
+# DeBERTa's SentencePiece model holds its special tokens; XLM-R's is fairseq's, whose
+# tokenizer adds <s>, <pad>, </s> and <mask> around SentencePiece's own ids.
+DEBERTA_SPM = {
+    "pad_id": 0,
+    "bos_id": 1,
+    "eos_id": 2,
+    "unk_id": 3,
+    "pad_piece": "[PAD]",
+    "bos_piece": "[CLS]",
+    "eos_piece": "[SEP]",
+    "unk_piece": "[UNK]",
+    "user_defined_symbols": ["[MASK]"],
+}
+DEBERTA = {
+    "relative_attention": True,
+    "position_buckets": 64,
+    "norm_rel_ebd": "layer_norm",
+    "share_att_key": True,
+    "pos_att_type": ["p2c", "c2p"],
+    "position_biased_input": False,
+    "max_relative_positions": -1,
+    "type_vocab_size": 0,
+}
+
+FAMILIES: Dict[str, Family] = {
+    "bert": Family("bert", "BertConfig", "BertTokenizerFast", "wordpiece", BERT_SPECIALS),
+    "bert-uncased": Family(
+        "bert", "BertConfig", "BertTokenizerFast", "wordpiece", BERT_SPECIALS, lowercase=True
+    ),
+    "roberta": Family(
+        "roberta", "RobertaConfig", "RobertaTokenizerFast", "bpe", ROBERTA_SPECIALS, {"offset": 2}
+    ),
+    "xlm-roberta": Family(
+        "xlm-roberta",
+        "XLMRobertaConfig",
+        "XLMRobertaTokenizerFast",
+        "unigram",
+        ROBERTA_SPECIALS,
+        {"offset": 2},
+    ),
+    "distilbert": Family(
+        "distilbert",
+        "DistilBertConfig",
+        "DistilBertTokenizerFast",
+        "wordpiece",
+        BERT_SPECIALS,
+        {"hidden_dim": 64},  # its names for the sizes: dim (hidden_size), ...
+        lowercase=True,
+    ),
+    "electra": Family(
+        "electra",
+        "ElectraConfig",
+        "ElectraTokenizerFast",
+        "wordpiece",
+        BERT_SPECIALS,
+        {"embedding_size": 16},  # smaller than the hidden size, as in ELECTRA's releases
+        lowercase=True,
+    ),
+    "mpnet": Family(
+        "mpnet",
+        "MPNetConfig",
+        "MPNetTokenizerFast",
+        "wordpiece",
+        ("<s>", "</s>", "<pad>", "[UNK]", "<mask>"),
+        {"offset": 2, "relative_attention_num_buckets": 32},
+        lowercase=True,
+    ),
+    "deberta-v2": Family(
+        "deberta-v2",
+        "DebertaV2Config",
+        "DebertaV2Tokenizer",  # released as spm.model only
+        "unigram",
+        BERT_SPECIALS,
+        {**DEBERTA, "conv_kernel_size": 3, "conv_act": "gelu"},
+        sentencepiece=DEBERTA_SPM,
+    ),
+    "deberta-v3": Family(
+        "deberta-v2",
+        "DebertaV2Config",
+        "DebertaV2Tokenizer",
+        "unigram",
+        BERT_SPECIALS,
+        DEBERTA,
+        sentencepiece=DEBERTA_SPM,
+    ),
+    "modernbert": Family(
+        "modernbert",
+        "ModernBertConfig",
+        "PreTrainedTokenizerFast",
+        "bpe",
+        BERT_SPECIALS,
+        {"global_attn_every_n_layers": 2, "local_attention": 16},
+        input_names=("input_ids", "attention_mask"),
+    ),
+}
+TESTED_MODEL_TYPES = sorted({f.model_type for f in FAMILIES.values()})
+# The family gpu-smoke builds for a model_type (the first of FAMILIES with it).
+FAMILY_OF_MODEL_TYPE = {f.model_type: name for name, f in reversed(list(FAMILIES.items()))}
+
+
+def train_tokenizer(family: Family, texts: List[str]):
+    """A `tokenizers` Tokenizer of the family's kind (WordPiece or byte-level BPE), trained on
+    `texts`, that adds the family's cls and sep tokens around a text."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    cls, sep, _, unk, _ = family.specials
+    size = VOCAB_SIZE[family.tokenizer]
+    if family.tokenizer == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token=unk))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=family.lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=size, special_tokens=list(family.specials))
+    else:  # byte-level, as GPT-2, RoBERTa and ModernBERT
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=size,
+            special_tokens=list(family.specials),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    tok.train_from_iterator(texts, trainer)
+    ids = [(t, tok.token_to_id(t)) for t in (cls, sep)]
+    if family.tokenizer == "bpe" and family.model_type != "modernbert":
+        tok.post_processor = processors.RobertaProcessing(sep=ids[1], cls=ids[0])
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1", special_tokens=ids
+        )
+    return tok
+
+
+def train_sentencepiece(family: Family, texts: List[str], path: Path) -> Path:
+    """A SentencePiece unigram model trained on `texts`, written to `path`."""
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=VOCAB_SIZE["unigram"],
+        hard_vocab_limit=False,  # as many pieces as a few texts give
+        minloglevel=2,
+        **family.sentencepiece,
+    )
+    path.write_bytes(model.getvalue())
+    return path
+
+
+def build_tiny_transformer(out_dir: Path, texts: Iterable[str], family: str = "bert") -> Path:
+    """A tiny random encoder of `family` (a key of FAMILIES) and its tokenizer, trained on
+    `texts`, saved in `out_dir`: what `AutoModel`/`AutoTokenizer.from_pretrained` read."""
+    import transformers
+
+    spec = FAMILIES[family]
+    texts = list(texts)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        list(texts), trainers.WordPieceTrainer(vocab_size=400, special_tokens=special)
-    )
-    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-    (out_dir / "vocab.txt").write_text("".join(f"{w}\n" for w, _ in vocab), encoding="utf-8")
-    hf_tok = BertTokenizerFast(vocab_file=str(out_dir / "vocab.txt"), do_lower_case=False)
-    hf_tok.save_pretrained(out_dir)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+    cls, sep, pad, unk, mask = spec.specials
+    settings = {"model_max_length": MAX_PIECES, "do_lower_case": spec.lowercase}
+    if spec.input_names:
+        settings["model_input_names"] = list(spec.input_names)
+    if spec.tokenizer == "unigram":
+        model_file = train_sentencepiece(spec, texts, out_dir / "sentencepiece.model")
+        settings["vocab_file"] = str(model_file)
+    else:
+        settings.update(tokenizer_object=train_tokenizer(spec, texts), bos_token=cls)
+        settings.update(cls_token=cls, sep_token=sep, pad_token=pad, unk_token=unk)
+        settings.update(mask_token=mask, eos_token=sep)
+    tokenizer = getattr(transformers, spec.tokenizer_class)(**settings)
+    tokenizer.save_pretrained(out_dir)  # under the family's own file names
+    if spec.tokenizer == "unigram":
+        model_file.unlink()
+    config = getattr(transformers, spec.config_class)(
+        vocab_size=len(tokenizer),
         intermediate_size=64,
-        max_position_embeddings=256,
+        max_position_embeddings=MAX_PIECES + spec.config.get("offset", 0),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        **SIZE,
+        **{k: v for k, v in spec.config.items() if k != "offset"},
     )
-    BertModel(config).save_pretrained(out_dir)
+    transformers.AutoModel.from_config(config).save_pretrained(out_dir)
     return out_dir
 
 

@@ -1,0 +1,80 @@
+"""Pipelines of configs/trf.cfg on tiny random encoders of each family, built here, and the
+same pipeline with spacy-transformers' own prediction path: what the encoder tests compare."""
+
+from pathlib import Path
+
+from scripts.tiny_transformer import build_tiny_transformer, write_tiny_config
+
+from .conftest import ROOT
+
+TEXTS = [
+    "Angela Merkel visited New York .",
+    "No entities here",
+    "AL-AIN beat Real Madrid in the final of the Asian Champions League on Saturday evening .",
+    "Rome",
+    "The wolf lives near Lake Victoria .",
+]
+TAGS = {0: [(0, 2, "PER"), (3, 5, "LOC")], 2: [(0, 1, "ORG"), (2, 4, "ORG")], 3: [(0, 1, "LOC")]}
+PREDICTOR_SETTINGS = ("cpu_batch_pieces", "cpu_bfloat16")  # what v3 does not take
+SPACY_TRANSFORMERS = "spacy-transformers.TransformerModel.v3"
+
+
+def tiny_pipeline(base: Path, family: str):
+    """configs/trf.cfg on a tiny random `family` encoder, initialized on TEXTS and TAGS, with
+    every weight of the encoder moved a little (a fresh model has LayerNorm weights 1 and
+    biases 0), so that its hidden states differ from text to text."""
+    import spacy
+    import torch
+    from spacy.training import Example
+    from spacy.util import load_config
+
+    tiny = build_tiny_transformer(base / f"tiny-{family}", TEXTS * 10, family)
+    cfg_path = write_tiny_config(ROOT / "configs" / "trf.cfg", base / "tiny.cfg")
+    config = load_config(
+        cfg_path,
+        overrides={
+            "paths.transformer": str(tiny),
+            "system.mixed_precision": False,
+            # the labels from the examples below, not from a corpus' labels file
+            "paths.labels": str(base / "no-labels.json"),
+            "initialize.components.ner.labels.require": False,
+        },
+        interpolate=True,
+    )
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True)
+    examples = []
+    for i, text in enumerate(TEXTS):
+        doc = nlp.make_doc(text)
+        ents = [(doc[s:e].start_char, doc[s:e].end_char, label) for s, e, label in TAGS.get(i, [])]
+        examples.append(Example.from_dict(doc, {"entities": ents}))
+    nlp.initialize(lambda: examples)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in nlp.get_pipe("transformer").model.transformer.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    return nlp
+
+
+def with_model(nlp, architecture="multinerd.TransformerModel.v2", **settings):
+    """The same pipeline and weights with another transformer architecture or settings."""
+    import spacy
+
+    config = nlp.config.copy()
+    model = dict(config["components"]["transformer"]["model"])
+    for key in PREDICTOR_SETTINGS:  # spacy-transformers' settings remain
+        model.pop(key, None)
+    model.update(settings, **{"@architectures": architecture})
+    config["components"]["transformer"]["model"] = model
+    return spacy.blank("en").from_config(config).from_bytes(nlp.to_bytes())
+
+
+def plain_path(nlp):
+    """The same pipeline with spacy-transformers' own TransformerModel.v3."""
+    return with_model(nlp, SPACY_TRANSFORMERS)
+
+
+def entities(nlp, texts):
+    return [
+        [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+        for doc in nlp.pipe(texts, batch_size=8)
+    ]
