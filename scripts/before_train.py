@@ -43,7 +43,8 @@ def check_transformer(name: str) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
     try:
-        AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name)
+        check_family(name, config)
         AutoTokenizer.from_pretrained(name)
     except Exception as err:
         fail(
@@ -61,6 +62,42 @@ def check_transformer(name: str) -> None:
             f"{reason}: {name} is read from the Hugging Face cache. Run the project with "
             "HF_HUB_OFFLINE=1 so that `spacy train` does not wait for the network either."
         )
+
+
+def check_family(name: str, config) -> None:
+    """Stop on a model that cannot be the pipeline's encoder (an encoder-decoder or a
+    decoder-only model: spacy-transformers runs AutoModel on padded word pieces and reads its
+    last hidden states); warn on an encoder of a family the project does not test."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    from .tiny_transformer import FAMILIES, family_of
+
+    model_type = config.model_type
+    tested = ", ".join(FAMILIES)
+    if config.is_encoder_decoder:
+        kind = "an encoder-decoder model"
+    elif model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
+        model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
+        kind = "a decoder-only model"
+    elif family_of(config.to_dict()) is None:
+        msg.warn(
+            f"{name} is a {model_type!r} model, a family this project does not test "
+            f"({tested}): it may train, but check it on a short run first."
+        )
+        return
+    else:
+        return
+    msg.fail(
+        f"Cannot train with the transformer {name!r}: it is {kind} ({model_type!r}), and the "
+        "NER pipeline needs an encoder.",
+        f"Set the project var {TRANSFORMER_VAR!r} to an encoder of a family that works "
+        f"({tested}), e.g. `spacy project run all . --vars.{TRANSFORMER_VAR}=roberta-base`.",
+        exits=1,
+    )
 
 
 def pipeline_of(config: Path):

@@ -1,7 +1,8 @@
 """A minute that proves the training path on a new GPU machine, before a long training run.
 
-Builds a tiny transformer NER pipeline here (no download: a random 2-layer BERT and a
-tokenizer trained on the project's MultiNERD fixture), trains it with `spacy train`'s own loop
+Builds a tiny transformer NER pipeline here (no download: a random 2-layer encoder of the
+family of the user's transformer, BERT, DeBERTa or another, with a tokenizer of its kind
+trained on the project's MultiNERD fixture), trains it with `spacy train`'s own loop
 (configs/trf.cfg, fp16 mixed precision on GPU `gpu_id`) for a few hundred steps on the
 fixture, and checks, one row each:
 
@@ -10,7 +11,8 @@ fixture, and checks, one row each:
 - `nlp.to_disk` then `spacy.load` on the CPU finds the same entities again;
 - words/s of training and of inference, and the peak GPU memory.
 
-    python -m scripts.gpu_smoke --gpu-id 0              # `spacy project run gpu-smoke`
+    python -m scripts.gpu_smoke --gpu-id 0 --transformer microsoft/deberta-v3-base
+                                                        # `spacy project run gpu-smoke`
     python -m scripts.gpu_smoke --gpu-id -1 --mixed-precision false   # the same on the CPU
 
 Exit 1 when a check fails, or at once (one line) when GPU `gpu_id` cannot be used.
@@ -180,14 +182,44 @@ def agreement_check(name: str, on_device: List[List], on_cpu: List[List], fp16: 
     return Check(name, result + (" (fp16 against fp32)" if fp16 else ""), ok, fix)
 
 
-def smoke(gpu_id: int, mixed_precision: bool, steps: int, fixture: Path, tmp: Path) -> List[Check]:
+def family_of_transformer(transformer: str) -> Tuple[str, str]:
+    """The family of FAMILIES that `transformer` (a hub name or a local directory) belongs to,
+    from the model_type of its config.json, and a note when that cannot be told (then BERT)."""
+    import json
+
+    from . import hub
+    from .tiny_transformer import FAMILIES, family_of
+
+    if not transformer:
+        return "bert", ""
+    try:
+        if Path(transformer).is_dir():
+            config_file = Path(transformer) / "config.json"
+        else:
+            hub.use_hub_or_cache()  # without a network: the local cache, at once
+            from huggingface_hub import hf_hub_download
+
+            config_file = Path(hf_hub_download(transformer, "config.json"))
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except Exception as err:
+        return "bert", f"{transformer}'s config.json cannot be read ({hub.first_line(err)})"
+    family = family_of(config)
+    if family is None:
+        model_type = config.get("model_type")
+        return "bert", f"{transformer} is a {model_type!r} model, not one of {', '.join(FAMILIES)}"
+    return family, ""
+
+
+def smoke(
+    gpu_id: int, mixed_precision: bool, steps: int, fixture: Path, tmp: Path, family: str
+) -> List[Check]:
     import spacy
     import torch
 
     from .tiny_transformer import build_tiny_transformer, fixture_texts
 
     corpus, sample = build_corpus(fixture, tmp)
-    tiny = build_tiny_transformer(tmp / "tiny-bert", fixture_texts(fixture))
+    tiny = build_tiny_transformer(tmp / f"tiny-{family}", fixture_texts(fixture), family)
     on_gpu = gpu_id >= 0
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(gpu_id)
@@ -197,7 +229,9 @@ def smoke(gpu_id: int, mixed_precision: bool, steps: int, fixture: Path, tmp: Pa
 
     device = torch.cuda.get_device_name(gpu_id) if on_gpu else "CPU"
     nlp = spacy.load(tmp / "training" / "model-last")  # on the device `spacy train` set up
-    checks = [loss_check(record), weights_check(nlp)]
+    encoder = type(nlp.get_pipe("transformer").model.transformer).__name__
+    checks = [Check("encoder", f"a tiny {family} ({encoder})")]
+    checks += [loss_check(record), weights_check(nlp)]
     on_device = entities(nlp, sample)
     infer_speed = words_per_second(nlp, sample)
     peak = f"{torch.cuda.max_memory_allocated(gpu_id) / 2**20:,.0f} MiB" if on_gpu else "- (CPU)"
@@ -226,6 +260,9 @@ def main(
     gpu_id: int = typer.Option(0, help="The GPU to train on (project var gpu_id); -1: the CPU"),
     mixed_precision: str = typer.Option("true", help="fp16 mixed precision: true or false"),
     steps: int = typer.Option(300, min=10, help="Training steps"),
+    transformer: str = typer.Option(
+        "", help="The transformer you will train (project var transformer): its family is built"
+    ),
     fixture: Path = typer.Option(FIXTURE, exists=True, file_okay=False, help="MultiNERD files"),
 ):
     """Train a tiny transformer NER pipeline on GPU `gpu_id` for a few hundred steps and check
@@ -239,8 +276,11 @@ def main(
             raise SystemExit(1)
     elif precision:
         msg.fail("mixed_precision=true needs a GPU: add --mixed-precision false.", exits=1)
+    family, note = family_of_transformer(transformer)
+    if note:
+        msg.info(f"{note}: the smoke run builds a tiny BERT.")
     with tempfile.TemporaryDirectory(prefix="gpu-smoke-") as tmp:
-        checks = smoke(gpu_id, precision, steps, fixture, Path(tmp))
+        checks = smoke(gpu_id, precision, steps, fixture, Path(tmp), family)
     rows = [("✔" if c.ok else "✘", c.name, c.result, c.fix) for c in checks]
     msg.table(rows, header=("", "check", "result", "fix"), divider=True, max_col=80)
     if not all(c.ok for c in checks):

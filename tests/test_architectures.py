@@ -1,7 +1,7 @@
 """multinerd.TransformerModel.v2 (configs/trf.cfg): its CPU prediction runs the encoder on
 groups of texts of similar length, and must compute what spacy-transformers' own
-TransformerModel.v3 computes with the same weights, for every encoder family the project
-supports (the same entities, exactly; the same hidden states within 1e-5 in float32); with a
+TransformerModel.v3 computes with the same weights (the same entities, exactly; the same
+hidden states within 1e-5 in float32; test_encoders.py checks it for every family); with a
 spacy-transformers whose layout it does not know it keeps spacy-transformers' own path; v1
 configs keep loading."""
 
@@ -9,7 +9,6 @@ import pytest
 
 from scripts import architectures
 from scripts.architectures import length_groups
-from scripts.tiny_transformer import FAMILIES
 
 from .encoders import TEXTS, entities, plain_path, tiny_pipeline, with_model
 
@@ -29,9 +28,10 @@ def test_length_groups_sort_and_bound_the_padded_size():
     assert [30] in [[lengths[i] for i in g] for g in groups]  # longer than the bound: alone
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES))
+@pytest.fixture(scope="module", params=["bert", "deberta-v3"])
 def nlp(request, tmp_path_factory):
-    """An initialized pipeline of configs/trf.cfg on a tiny random encoder of each family."""
+    """An initialized pipeline of configs/trf.cfg on a tiny random encoder: one family with a
+    pooler, one without (every family, trained: test_encoders.py)."""
     return tiny_pipeline(tmp_path_factory.mktemp(request.param), request.param)
 
 
@@ -98,11 +98,6 @@ def test_same_entities_as_spacy_transformers_and_after_serialization(nlp, plain)
     assert entities(loaded, texts) == expected
 
 
-# What does not depend on the family runs on two: one with a pooler, one without.
-TWO_FAMILIES = pytest.mark.parametrize("nlp", ["bert", "deberta-v3"], indirect=True)
-
-
-@TWO_FAMILIES
 def test_bfloat16_runs_the_encoder_in_bfloat16_and_returns_float32(nlp, plain):
     import torch
 
@@ -119,7 +114,6 @@ def test_bfloat16_runs_the_encoder_in_bfloat16_and_returns_float32(nlp, plain):
         assert doc._.trf_data.model_output.last_hidden_state.dtype == "float32"
 
 
-@TWO_FAMILIES
 def test_training_runs_the_whole_batch(nlp):
     from spacy.training import Example
 
@@ -132,7 +126,6 @@ def test_training_runs_the_whole_batch(nlp):
     assert calls and all(n == len(TEXTS) for n, _, _ in calls)
 
 
-@TWO_FAMILIES
 def test_the_layout_of_the_installed_spacy_transformers_is_the_known_one(nlp):
     model = nlp.get_pipe("transformer").model
     found = architectures.encoder_layer(model)
@@ -141,7 +134,6 @@ def test_the_layout_of_the_installed_spacy_transformers_is_the_known_one(nlp):
     assert architectures.hf_encoder(layer) is model.transformer  # its own public property
 
 
-@TWO_FAMILIES
 def test_another_layout_keeps_spacy_transformers_path_and_says_so_once(nlp, plain, monkeypatch):
     from importlib.metadata import version
 
@@ -155,7 +147,6 @@ def test_another_layout_keeps_spacy_transformers_path_and_says_so_once(nlp, plai
     assert [n for n, _, _ in calls] == [len(TEXTS)]  # not grouped
 
 
-@TWO_FAMILIES
 def test_an_encoder_off_the_cpu_runs_the_whole_batch(nlp, monkeypatch):
     """On a GPU the encoder gets the batch as spacy-transformers builds it (this test runs
     on a CPU: the encoder says it is on a GPU, and the call is stopped before it runs)."""

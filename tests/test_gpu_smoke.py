@@ -1,13 +1,16 @@
-"""gpu-smoke: its CPU form runs the whole smoke (tiny transformer, spaCy's training loop, the
-same entities after saving and loading) here; its verdicts are checked on constructed runs."""
+"""gpu-smoke: its CPU form runs the whole smoke (a tiny transformer of the user's family,
+spaCy's training loop, the same entities after saving and loading) here, for two families;
+its verdicts are checked on constructed runs."""
 
 import math
 import re
 import time
 
 import pytest
+from transformers import AutoConfig, AutoModel
 
-from scripts.gpu_smoke import agreement_check, loss_check
+from scripts.gpu_smoke import agreement_check, family_of_transformer, loss_check
+from scripts.tiny_transformer import build_tiny_transformer
 
 from .conftest import run_cli
 
@@ -46,14 +49,26 @@ def test_entities_must_agree_exactly_in_fp32_and_nearly_in_fp16():
 
 
 @pytest.mark.slow
-def test_the_cpu_form_trains_predicts_saves_and_passes():
+@pytest.mark.parametrize("family", ["distilbert", "deberta-v3"])
+def test_the_cpu_form_trains_the_users_family_predicts_saves_and_passes(family, tmp_path):
+    """The user's transformer (a local directory here) names the family the smoke builds."""
+    users = build_tiny_transformer(tmp_path / "users-model", ["Some text ."], family)
     run = run_cli(
-        "scripts.gpu_smoke", "--gpu-id", "-1", "--mixed-precision", "false", "--steps", "40"
+        "scripts.gpu_smoke",
+        "--gpu-id",
+        "-1",
+        "--mixed-precision",
+        "false",
+        "--steps",
+        "40",
+        "--transformer",
+        users,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = [ln for ln in run.stdout.splitlines() if ln.startswith(("✔ ", "✘ "))]
-    names = [re.split(r"\s{2,}", ln)[1] for ln in table]
-    assert names == [
+    rows = [re.split(r"\s{2,}", ln)[1:3] for ln in table]
+    assert [name for name, _ in rows] == [
+        "encoder",
         "loss falls, stays finite",
         "weights finite",
         "same entities again",
@@ -62,9 +77,28 @@ def test_the_cpu_form_trains_predicts_saves_and_passes():
         "inference speed (CPU)",
         "peak GPU memory",
     ]
+    model_class = type(AutoModel.from_pretrained(users)).__name__
+    assert rows[0][1] == f"a tiny {family} ({model_class})"
     assert all(ln.startswith("✔") for ln in table), table
     assert "16 of 16 sentences the same" in run.stdout
     assert "Training, prediction and saving work on the CPU." in run.stdout
+
+
+@pytest.mark.parametrize(
+    "model_type, family", [("deberta-v2", "deberta-v3"), ("electra", "electra"), ("bert", "bert")]
+)
+def test_the_family_is_read_from_a_local_config(model_type, family, tmp_path):
+    AutoConfig.for_model(model_type).save_pretrained(tmp_path)
+    assert family_of_transformer(str(tmp_path)) == (family, "")
+
+
+def test_a_family_it_cannot_tell_is_bert_with_a_note(tmp_path):
+    AutoConfig.for_model("albert").save_pretrained(tmp_path)
+    family, note = family_of_transformer(str(tmp_path))
+    assert family == "bert" and "'albert' model" in note
+    # a hub name without a network or a cached copy (the tests run offline)
+    family, note = family_of_transformer("someone/not-cached")
+    assert family == "bert" and "someone/not-cached's config.json cannot be read" in note
 
 
 def test_without_a_usable_gpu_it_says_why_in_one_line_and_exits_1():

@@ -1,6 +1,6 @@
-"""`spacy project run all` end to end on the fixture: offline, on CPU, with a tiny transformer
+"""`spacy project run all` end to end on the fixture: offline, on CPU, with a tiny DeBERTa-v3
 built here. Then the packaged wheels are installed into a fresh virtual environment and
-loaded with no project checkout, no network and no transformer directory."""
+loaded by name with no project checkout, no network and no transformer directory."""
 
 import json
 import shutil
@@ -13,11 +13,17 @@ import pytest
 
 from scripts.labels import MULTINERD_TYPES, SCHEMES
 from scripts.report import loss_per_step
-from scripts.tiny_transformer import build_tiny_transformer, fixture_texts, write_tiny_config
+from scripts.tiny_transformer import (
+    FAMILIES,
+    build_tiny_transformer,
+    fixture_texts,
+    write_tiny_config,
+)
 
 from .conftest import FIXTURE, ROOT, run_cli
 
 SCHEME_B = SCHEMES["b"].types
+PACKAGED_FAMILY = "deberta-v3"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -32,7 +38,9 @@ def project(tmp_path_factory):
     for name in ("scripts", "configs"):
         shutil.copytree(ROOT / name, project / name)
     write_tiny_config(project / "configs" / "trf.cfg", project / "configs" / "tiny.cfg")
-    tiny = build_tiny_transformer(base / "tiny-bert", fixture_texts(FIXTURE))
+    # a family beyond BERT, with no pooler and a SentencePiece tokenizer, is what the packages
+    # carry (every family trains and predicts in test_encoders.py)
+    tiny = build_tiny_transformer(base / "tiny-deberta", fixture_texts(FIXTURE), PACKAGED_FAMILY)
     result = run_cli(
         "spacy",
         "project",
@@ -183,7 +191,9 @@ def test_wheels_install_into_a_fresh_venv_and_load_offline(project, tmp_path):
         "    out[name] = {'file': str(spacy.util.get_package_path(name)),\n"
         "                 'labels': sorted({e.label_ for d in docs for e in d.ents}),\n"
         "                 'n_ents': sum(len(d.ents) for d in docs),\n"
-        "                 'scheme': nlp.meta['label_scheme']['labels']}\n"
+        "                 'scheme': nlp.meta['label_scheme']['labels'],\n"
+        "                 'encoder': nlp.get_pipe('transformer').model.transformer\n"
+        "                            .config.model_type}\n"
         "print(json.dumps(out))\n"
     )
     run = subprocess.run(
@@ -199,6 +209,7 @@ def test_wheels_install_into_a_fresh_venv_and_load_offline(project, tmp_path):
     for _name, info in out.items():
         assert info["file"].startswith(str(venv))  # installed, not the project checkout
         assert info["n_ents"] > 0
+        assert info["encoder"] == FAMILIES[PACKAGED_FAMILY].model_type
     assert set(out["en_multinerd_b_tiny"]["labels"]) <= set(SCHEME_B)
     assert out["en_multinerd_b_tiny"]["scheme"] == list(SCHEME_B)
     assert set(out["en_multinerd_a_tiny"]["labels"]) - set(SCHEME_B)  # A predicts more types
