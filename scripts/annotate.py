@@ -1,6 +1,6 @@
 """Annotate raw text with a trained pipeline, at any size: the command line and annotate().
 docs/annotate.md says how to run it, what it reads and writes, where relative paths are read
-from, and how it runs on Ray. Its rooms: annotate_input.py (the records of the input files),
+from, and how it runs on Ray. Its parts: annotate_input.py (the records of the input files),
 annotate_shards.py (the plan of shards, the manifest, one shard), annotate_formats.py (the
 output formats, one table) and annotate_engines.py (one process, N processes, Ray).
 """
