@@ -40,9 +40,3 @@ def timed_batch_by_padded(
         size=size, buffer=buffer, discard_oversize=discard_oversize, get_length=get_length
     )
     return timed(batcher, log_path)
-
-
-def read_batches(path) -> list:
-    """(clock time, words) of every batch, in order."""
-    rows = [line.split("\t") for line in open(path, encoding="utf-8").read().splitlines()]
-    return [(float(t), int(n)) for t, n in rows]

@@ -27,7 +27,7 @@ from typing import Dict, List
 
 import typer
 
-from .common import ROOT, child_env, machine_gflops
+from .common import ROOT, child_env, machine_gflops, read_batches, spacy_train_cmd, timed_config
 
 HF_LR, HF_BATCH = 5e-5, 16  # the recipe
 WARM_STEPS = 2  # steps left out of the calibration: the first ones run slow
@@ -193,44 +193,6 @@ def run_hf(
 # --- the project's spaCy pipeline ----------------------------------------------------------
 
 
-def spacy_train_cmd(config, corpus, model_dir, output, steps, extra, gpu_id: int = -1):
-    """`spacy train` of a config on the CoNLL corpus with the backbone and the step timer's
-    code; on a GPU with mixed precision."""
-    return [
-        sys.executable,
-        "-m",
-        "spacy",
-        "train",
-        str(config),
-        "--output",
-        str(output),
-        "--code",
-        str(ROOT / "benchmarks" / "spacy_code.py"),
-        "--paths.train",
-        str(corpus / "train"),
-        "--paths.dev",
-        str(corpus / "dev.spacy"),
-        "--paths.labels",
-        str(corpus / "labels" / "ner.json"),
-        "--paths.transformer",
-        str(model_dir),
-        "--paths.log",
-        str(output / "train_log.jsonl"),
-        "--system.mixed_precision",
-        str(gpu_id >= 0).lower(),
-        "--gpu-id",
-        str(gpu_id),
-        "--training.max_steps",
-        str(steps),
-        *extra,
-    ]
-
-
-def read_steps(path: Path):
-    rows = [line.split("\t") for line in path.read_text().splitlines()]
-    return [(int(s), float(t)) for s, t in rows]
-
-
 def run_spacy(
     corpus: Path,
     model_dir: Path,
@@ -244,29 +206,25 @@ def run_spacy(
 ):
     extra = [x for k, v in settings.items() for x in (f"--{k}", str(v))]
     calib_dir = out / "spacy-calibration"
-    timer = out / "spacy-steps.tsv"
-    timer.unlink(missing_ok=True)
-    timing = [
-        "--training.before_update",
-        '{"@callbacks":"benchmarks.step_timer.v1","path":"%s"}' % timer,
-    ]
+    log = out / "spacy-batches.tsv"
+    log.unlink(missing_ok=True)
+    timed = out / "spacy-calibration.cfg"
+    timed_config(config, log).to_disk(timed)
     start = time.time()
     cmd = spacy_train_cmd(
-        config,
+        timed,
         corpus,
         model_dir,
         calib_dir,
         calib_steps,
-        extra
-        + ["--training.eval_frequency", "1000", "--corpora.dev.limit", str(dev_limit)]
-        + timing,
+        extra + ["--training.eval_frequency", "1000", "--corpora.dev.limit", str(dev_limit)],
         gpu_id,
     )
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-    steps = read_steps(timer)
-    setup = steps[0][1] - start
-    per_step = seconds_per_step([t for _, t in steps[1:]])  # after step 0 (its dev evaluation)
-    eval_s = (steps[1][1] - steps[0][1]) - per_step  # spaCy scores the dev split after step 0
+    starts = [t for t, _ in read_batches(log)]  # the clock time at which each step started
+    setup = starts[0] - start
+    per_step = seconds_per_step(starts[1:])  # after step 0 (its dev evaluation)
+    eval_s = (starts[1] - starts[0]) - per_step  # spaCy scores the dev split after step 0
     # spaCy always scores the dev split after step 0; the only other evaluation is at step N,
     # where the schedule has decayed to 0, so model-best is the final model, like HF's:
     # setup + N * per_step + 2 * eval_s = budget

@@ -33,14 +33,16 @@ from typing import Dict, List, Optional
 
 import typer
 
-from .batch_timer import read_batches
-from .bench_accuracy import spacy_train_cmd
-from .common import ROOT, child_env, wait_peak_rss
+from .common import (
+    ROOT,
+    child_env,
+    make_synthetic,
+    read_batches,
+    spacy_train_cmd,
+    timed_config,
+    wait_peak_rss,
+)
 
-BATCHERS = {
-    "spacy.batch_by_words.v1": "benchmarks.timed_batch_by_words.v1",
-    "spacy.batch_by_padded.v1": "benchmarks.timed_batch_by_padded.v1",
-}
 INITIALIZED = "Initialized pipeline"
 
 
@@ -75,8 +77,6 @@ def run_step(cmd: List[str], what: str) -> float:
 def prepare(workdir: Path, scale: float, shard_size: int) -> Path:
     """The synthetic set (generated once) and the project's corpus of it (System A): the
     corpus folder."""
-    from .bench_convert import make_synthetic
-
     source, assets, corpus = workdir / "synthetic", workdir / "assets", workdir / "corpus"
     make_synthetic(source, scale=scale)
     py = sys.executable
@@ -96,12 +96,7 @@ def bench_config(config: str, out: Path, spacy_reader: bool) -> Path:
     """configs/<config>.cfg with the timed copy of its batcher; with `spacy_reader`, spaCy's
     own spacy.Corpus.v1 streaming the training corpus (max_epochs -1, each epoch in the same
     order) instead of the project's reader, for comparison."""
-    from spacy.util import load_config
-
-    cfg = load_config(ROOT / "configs" / f"{config}.cfg", interpolate=False)
-    batcher = cfg["training"]["batcher"]
-    batcher["@batchers"] = BATCHERS[batcher["@batchers"]]
-    batcher["log_path"] = str(out / "batches.tsv")
+    cfg = timed_config(ROOT / "configs" / f"{config}.cfg", out / "batches.tsv")
     if spacy_reader:
         train = cfg["corpora"]["train"]
         cfg["corpora"]["train"] = {

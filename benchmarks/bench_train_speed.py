@@ -1,6 +1,7 @@
 """Training words/s of the project's configs: one epoch over the first N sentences of a
-corpus, timed from the first update to the last by the step timer (start-up and the dev
-evaluation after step 0 excluded). On CPU by default; --gpu-id 0 on a GPU machine.
+corpus, timed from the start of step 1 to the start of the last by the batch timer
+(benchmarks/batch_timer.py; start-up and the dev evaluation after step 0 excluded). On CPU
+by default; --gpu-id 0 on a GPU machine.
 
     python -m benchmarks.bench_train_speed --configs trf,cnn --sentences 1500 --repeats 2
 """
@@ -17,8 +18,7 @@ import typer
 
 from scripts.architectures import StreamedCorpus
 
-from .bench_accuracy import read_steps, spacy_train_cmd
-from .common import ROOT, child_env
+from .common import ROOT, child_env, read_batches, spacy_train_cmd, timed_config
 
 
 def main(
@@ -47,9 +47,10 @@ def main(
         rates = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                timer = Path(tmp) / "steps.tsv"
+                log, timed = Path(tmp) / "batches.tsv", Path(tmp) / f"{config}.cfg"
+                timed_config(ROOT / "configs" / f"{config}.cfg", log).to_disk(timed)
                 cmd = spacy_train_cmd(
-                    ROOT / "configs" / f"{config}.cfg",
+                    timed,
                     corpus,
                     model_dir,
                     Path(tmp) / "out",
@@ -63,16 +64,14 @@ def main(
                         "1",
                         "--training.eval_frequency",
                         "100000",
-                        "--training.before_update",
-                        json.dumps({"@callbacks": "benchmarks.step_timer.v1", "path": str(timer)}),
                     ],
                     gpu_id,
                 )
                 subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-                steps = read_steps(timer)
+                starts = [t for t, _ in read_batches(log)]
                 # mean words a step over the mean time a step, from step 1 to the last
-                per_step = (steps[-1][1] - steps[1][1]) / (len(steps) - 2)
-                rates.append(words / len(steps) / per_step)
+                per_step = (starts[-1] - starts[1]) / (len(starts) - 2)
+                rates.append(words / len(starts) / per_step)
         print(
             f"{config}: {statistics.median(rates):,.0f} words/s training "
             f"(runs {', '.join(f'{r:,.0f}' for r in rates)})"

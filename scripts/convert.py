@@ -31,7 +31,7 @@ from wasabi import msg
 from .corpus import (
     DataError,
     EncodedSplit,
-    atomic_dir,
+    atomic_write,
     check_sentences,
     ner_label_data,
     read_jsonl,
@@ -123,7 +123,7 @@ def convert(
     for name, (labels, stats, arrays) in results.items():
         out = corpus_dir / corpus_name(dataset, name)
         stats["train_shards"] = shard_stats
-        with atomic_dir(out) as tmp:
+        with atomic_write(out, folder=True) as tmp:
             enc = encoded["train"]
             (tmp / "train").mkdir()
             for i, sentences in enumerate(

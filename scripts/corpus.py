@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,7 +265,7 @@ def diagnose_jsonl(path: Path, keys: Sequence[str]) -> Optional[DataError]:
 
 
 def write_jsonl(sents: Sentences, path: Path) -> None:
-    """Write sentences as {"tokens": [...], "tags": [...]} lines (call inside atomic_dir)."""
+    """Write sentences as {"tokens": [...], "tags": [...]} lines (call inside atomic_write)."""
     with open(path, "w", encoding="utf-8") as f:
         for tokens, tags in zip(sents.tokens.to_pylist(), sents.tags.to_pylist()):
             f.write(json.dumps({"tokens": tokens, "tags": tags}, ensure_ascii=False))
@@ -327,27 +326,25 @@ def read_columns(path: Path, sep: Optional[str], where: Optional[str] = None) ->
 
 
 @contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside `target`; on success it replaces `target`
-    in one rename, on failure it is removed. A crash leaves only a hidden `.name.*` dir."""
+def atomic_write(target: Path, folder: bool = False) -> Iterator[Path]:
+    """Yield a hidden path beside `target` to write instead (`.<name>.tmp-<process id>`): a
+    fresh folder with `folder`, else a file's name. On success it replaces `target` in one
+    rename, on failure it is removed: a crash leaves only the hidden path, never a
+    half-written `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    remove_outputs(tmp, old)  # left by a killed process of the same id
+    if folder:
+        tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / target.name)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if folder and target.exists():  # a folder cannot be renamed over another
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        remove_outputs(tmp, old)
 
 
 def remove_outputs(*paths: Path) -> None:

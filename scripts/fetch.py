@@ -32,7 +32,7 @@ from . import hub
 from .corpus import (
     DataError,
     Sentences,
-    atomic_dir,
+    atomic_write,
     check_sentences,
     check_utf8,
     diagnose_jsonl,
@@ -299,7 +299,7 @@ def main(
         splits = load(dataset, source)
         for split in SPLITS:
             check_sentences(splits[split], info.types)
-        with atomic_dir(output_dir) as tmp:
+        with atomic_write(output_dir, folder=True) as tmp:
             for split in SPLITS:
                 write_jsonl(splits[split], tmp / f"{split}.jsonl")
             meta = {

@@ -13,7 +13,11 @@ import spacy
 from spacy.tokens import DocBin
 
 from scripts import annotate as ann
-from scripts.annotate import BadInput, Options
+from scripts import annotate_engines as engines
+from scripts import annotate_shards as shards
+from scripts.annotate_formats import FORMATS, entities
+from scripts.annotate_input import BadInput, Options
+from scripts.corpus import atomic_write
 
 from .conftest import run_cli
 
@@ -73,7 +77,7 @@ def write_inputs(folder: Path, n_txt=23, n_jsonl=17, n_parquet=15) -> Dict:
 def read_output(out: Path, fmt="jsonl") -> Dict:
     """{id: (entities, other fields)} of every shard."""
     got = {}
-    for part in sorted(out.glob(f"part-*{ann.OUTPUT_SUFFIX[fmt]}")):
+    for part in sorted(out.glob(f"part-*{FORMATS[fmt].suffix}")):
         if fmt == "jsonl":
             rows = [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines()]
         elif fmt == "parquet":
@@ -81,7 +85,7 @@ def read_output(out: Path, fmt="jsonl") -> Dict:
         else:
             nlp = spacy.blank("en")
             rows = [
-                {"id": d.user_data["id"], "entities": ann.entities(d), **d.user_data["fields"]}
+                {"id": d.user_data["id"], "entities": entities(d), **d.user_data["fields"]}
                 for d in DocBin().from_disk(part).get_docs(nlp.vocab)
             ]
         for row in rows:
@@ -93,7 +97,7 @@ def read_output(out: Path, fmt="jsonl") -> Dict:
 
 def expected_entities(model, texts: Dict) -> Dict:
     nlp = spacy.load(model)
-    return {rid: ann.entities(nlp(t)) for rid, t in texts.items()}
+    return {rid: entities(nlp(t)) for rid, t in texts.items()}
 
 
 def run(model, source, out, engine="local", **kwargs):
@@ -169,29 +173,27 @@ def test_one_process_two_processes_and_ray_agree(model, tmp_path):
 def test_an_interrupted_run_resumes_after_its_finished_shards(model, tmp_path, monkeypatch):
     texts = write_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    real = ann.annotate_shard
+    real = engines.annotate_shard
     calls = []
 
     def dies_on_the_fourth(nlp, shard, *args, **kwargs):
         calls.append(shard.index)
         if len(calls) == 4:
-            real_write = ann.write_shard
-
-            def write_then_stop(path):
-                path.write_text('{"id": "half a shard')
-                raise KeyboardInterrupt  # stopped while writing: nothing of the shard may stay
+            real_write = shards.write_shard
 
             def half_written(*a, **k):
-                ann.atomic_write(shard.output(out, "jsonl"), write_then_stop)
+                with atomic_write(shards.output_file(out, shard, "jsonl")) as path:
+                    path.write_text('{"id": "half a shard')
+                    raise KeyboardInterrupt  # stopped while writing: nothing of it may stay
 
-            monkeypatch.setattr(ann, "write_shard", half_written)
+            monkeypatch.setattr(shards, "write_shard", half_written)
             try:
                 return real(nlp, shard, *args, **kwargs)
             finally:
-                monkeypatch.setattr(ann, "write_shard", real_write)
+                monkeypatch.setattr(shards, "write_shard", real_write)
         return real(nlp, shard, *args, **kwargs)
 
-    monkeypatch.setattr(ann, "annotate_shard", dies_on_the_fourth)
+    monkeypatch.setattr(engines, "annotate_shard", dies_on_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         run(model, tmp_path / "in", out, shard_size=10)
     assert sorted(p.name for p in out.glob("part-*")) == [
@@ -204,11 +206,11 @@ def test_an_interrupted_run_resumes_after_its_finished_shards(model, tmp_path, m
     killed = out / ".part-000004.jsonl.tmp-99999"  # what a killed worker process leaves
     killed.write_text('{"id": "half')
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
-    monkeypatch.setattr(ann, "annotate_shard", real)
+    monkeypatch.setattr(engines, "annotate_shard", real)
     calls.clear()
     resumed = []
     monkeypatch.setattr(
-        ann,
+        engines,
         "annotate_shard",
         lambda nlp, shard, *a, **k: resumed.append(shard.index) or real(nlp, shard, *a, **k),
     )
@@ -364,10 +366,10 @@ def test_cli_reports_bad_input_without_traceback_and_shows_progress(model, tmp_p
 def test_line_starts_find_shard_offsets(tmp_path):
     path = tmp_path / "x.txt"
     path.write_bytes(b"a\nbb\nccc\ndddd\ne")  # 5 lines, the last without a newline
-    starts, lines = ann.line_starts(path, 2)
+    starts, lines = shards.line_starts(path, 2)
     assert lines == 5 and starts == [0, 5, 14]
     path.write_bytes(b"a\nbb\n")
-    assert ann.line_starts(path, 2) == ([0], 2)
+    assert shards.line_starts(path, 2) == ([0], 2)
 
 
 def test_line_starts_match_a_plain_split_for_any_chunk_size(tmp_path, monkeypatch):
@@ -380,11 +382,11 @@ def test_line_starts_match_a_plain_split_for_any_chunk_size(tmp_path, monkeypatc
         data = b"\n".join(lines) + (b"\n" if lines and rng.random() < 0.5 else b"")
         path.write_bytes(data)
         every = rng.randint(1, 6)
-        monkeypatch.setattr(ann, "CHUNK", rng.randint(1, 9))
+        monkeypatch.setattr(shards, "CHUNK", rng.randint(1, 9))
         n = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
         line_offsets = [0] + [i + 1 for i, byte in enumerate(data) if byte == 10][: max(n - 1, 0)]
         offsets = line_offsets[::every] or [0]
-        assert ann.line_starts(path, every) == (offsets, n)
+        assert shards.line_starts(path, every) == (offsets, n)
 
 
 def test_a_parquet_file_without_the_text_column(model, tmp_path):
@@ -397,17 +399,22 @@ def test_a_parquet_file_without_the_text_column(model, tmp_path):
     assert summary["texts"] == 1 and summary["errors"] == 1
 
 
-def test_bad_input_in_a_worker_process_names_file_and_line(model, tmp_path):
-    bad = write_bad(tmp_path / "in", "empty text")
-    with pytest.raises(BadInput, match=rf"^{bad.name}, line 2: empty text"):
-        run(model, tmp_path / "in", tmp_path / "out", n_process=2, shard_size=10)
-
-
-def test_bad_input_under_ray_names_file_and_line(model, tmp_path):
-    pytest.importorskip("ray")
-    bad = write_bad(tmp_path / "in", "no text field")
-    with pytest.raises(BadInput, match=rf"^{bad.name}, line 2: no 'text' field"):
-        run(model, tmp_path / "in", tmp_path / "out", engine="ray", actors=2, shard_size=10)
+@pytest.mark.parametrize(
+    "engine,name", [("processes", "empty text"), ("ray", "no text field")], ids=["processes", "ray"]
+)
+def test_bad_input_elsewhere_reaches_the_user_as_in_one_process(model, tmp_path, engine, name):
+    """A bad record in a worker process or a Ray actor stops the run with the BadInput that one
+    process raises: the same type and the same one-line message naming file and line."""
+    if engine == "ray":
+        pytest.importorskip("ray")
+    bad = write_bad(tmp_path / "in", name)
+    with pytest.raises(BadInput) as here:
+        run(model, tmp_path / "in", tmp_path / "one", shard_size=10)
+    elsewhere = {"n_process": 2} if engine == "processes" else {"engine": "ray", "actors": 2}
+    with pytest.raises(BadInput) as there:
+        run(model, tmp_path / "in", tmp_path / "out", shard_size=10, **elsewhere)
+    assert type(there.value) is BadInput and str(there.value) == str(here.value)
+    assert str(there.value) == f"{bad.name}, line 2: {BAD[name][2]}"
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
 
 
@@ -480,6 +487,6 @@ def test_project_command_reads_relative_paths_from_where_the_user_stands(model, 
     said = " ".join((missing.stdout + missing.stderr).split())
     assert missing.returncode == 1 and "Traceback" not in said
     assert (
-        f"INPUT (var annotate_input) 'nowhere': no such file or folder (looked in {user} and"
-        in said
+        f"INPUT (var annotate_input) 'nowhere': no such file or folder (looked for "
+        f"{user / 'nowhere'} and {project / 'nowhere'})." in said
     )

@@ -186,8 +186,8 @@ def test_timed_batcher_hands_out_spacys_batches_and_logs_their_words(tmp_path):
     from spacy.util import registry
 
     from benchmarks import batch_timer  # noqa: F401  (registers the timed batchers)
-    from benchmarks.batch_timer import read_batches
     from benchmarks.bench_train_scale import words_per_s
+    from benchmarks.common import ROOT, read_batches, timed_config
 
     nlp = spacy.blank("en")
     examples = [
@@ -204,6 +204,16 @@ def test_timed_batcher_hands_out_spacys_batches_and_logs_their_words(tmp_path):
     assert [[len(eg) for eg in batch] for batch in timed(examples)] == expected
     logged = read_batches(tmp_path / "log.tsv")
     assert [n for _, n in logged] == [sum(b) for b in expected]
+    # each config's batcher, swapped for its timed copy with the same settings
+    for config, timed_name in (
+        ("cnn", "benchmarks.timed_batch_by_words.v1"),
+        ("trf", "benchmarks.timed_batch_by_padded.v1"),
+    ):
+        timed = timed_config(ROOT / "configs" / f"{config}.cfg", tmp_path / "x.tsv")
+        as_is = spacy.util.load_config(ROOT / "configs" / f"{config}.cfg")
+        settings = dict(as_is["training"]["batcher"], log_path=str(tmp_path / "x.tsv"))
+        settings["@batchers"] = timed_name
+        assert dict(timed["training"]["batcher"]) == settings
     # words/s of steps 1..N: step 0 (and the dev evaluation after it) left out
     batches = [(0.0, 1000), (10.0, 100), (11.0, 200), (13.0, 300)]
     assert words_per_s(batches, 2) == (100 + 200) / (13.0 - 10.0)
@@ -225,15 +235,15 @@ def test_wait_peak_rss_sees_the_memory_of_a_child_of_the_child():
 
 
 def test_synthetic_set_has_the_official_proportions_and_is_generated_once(tmp_path, monkeypatch):
-    from benchmarks import bench_convert
-    from benchmarks.bench_convert import OFFICIAL
+    from benchmarks import common
+    from benchmarks.common import OFFICIAL
 
     source = tmp_path / "synthetic"
-    bench_convert.make_synthetic(source, scale=0.001)
+    common.make_synthetic(source, scale=0.001)
     for split, name in {"train": "train", "dev": "validation", "test": "test"}.items():
         rows = (source / f"{name}_en.jsonl").read_text(encoding="utf-8").splitlines()
         english = [r for r in map(json.loads, rows) if r["lang"] == "en"]
         assert len(english) == int(OFFICIAL.sizes[split] * 0.001)  # beside other languages
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no .partial left
-    monkeypatch.setattr(bench_convert, "write_split", None)  # a second call writes nothing
-    bench_convert.make_synthetic(source, scale=0.001)
+    monkeypatch.setattr(common, "write_split", None)  # a second call writes nothing
+    common.make_synthetic(source, scale=0.001)
