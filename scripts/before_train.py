@@ -1,8 +1,8 @@
-"""Get ready to train: check that the config's transformer can be loaded (a hub name that
-cannot be reached stops here with one message naming the var, not a traceback deep inside
-`spacy train`), and remove an earlier training/<name>/ so that nothing stale is left."""
+"""Check, before training, that the config's transformer can be loaded and can be the
+pipeline's encoder: a hub name that cannot be reached, or a model that is no encoder, stops
+here with one message naming the var, not with a traceback deep inside the training.
+(Whether a run starts fresh or resumes is scripts/train.py's to decide.)"""
 
-import shutil
 from pathlib import Path
 
 import typer
@@ -110,17 +110,13 @@ def pipeline_of(config: Path):
 
 def main(
     config: Path = typer.Argument(..., help="Training config", exists=True, dir_okay=False),
-    output_dir: Path = typer.Argument(..., help="The training output directory to reset"),
     transformer: str = typer.Option("", help="The transformer name or path (var transformer)"),
 ):
-    """Check the transformer (when the config has one) and reset the output directory."""
+    """Check the transformer, when the config has one."""
     pipeline, config_transformer = pipeline_of(config)
     if "transformer" in pipeline:
         check_transformer(transformer or config_transformer)
         msg.good(f"Transformer {transformer!r} can be loaded")
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-        msg.info(f"Removed the earlier {output_dir}")
 
 
 if __name__ == "__main__":

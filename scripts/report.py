@@ -1,13 +1,16 @@
-"""Write metrics/report.md (+ report.json and PNG pictures) for the trained systems.
+"""Write a report (metrics/<dataset>_<config>_report.md and .json, and PNG pictures beside it)
+for the trained systems.
 
-For each system (e.g. multinerd_a multinerd_b) it reads the `spacy evaluate` figures in
-metrics/<name>.json, predicts the test split again (one sentence a doc, the gold tokens) and
+For each system (e.g. multinerd_a_trf multinerd_b_trf, with their corpora multinerd_a and
+multinerd_b) it reads the `spacy evaluate` figures in metrics/<name>.json, names the
+pipeline's encoder, predicts the test split again (one sentence a doc, the gold tokens) and
 adds what `spacy evaluate` does not give: token-level accuracy over the BIO tags, entity
 P/R/F1 by seqeval as a cross-check of spaCy's scorer, a confusion matrix of entity types with
 missed and spurious entities, the shared types of the systems compared on the same test
 sentences, and the training curve read from training/<name>/train_log.jsonl.
 With --readme, the results table between the README's results markers is rewritten
-(MultiNERD runs only: the table is MultiNERD's).
+(MultiNERD runs only: the table is MultiNERD's); with --clear, it is emptied again if this
+report filled it (the clean step).
 """
 
 import json
@@ -24,6 +27,7 @@ from wasabi import msg
 from . import architectures  # noqa: F401  (registers the pipelines' custom layers)
 from . import evaluation as ev
 from .check_gpu import require
+from .labels import MULTINERD_TYPES
 
 AGREE = 0.001  # spaCy and seqeval must agree to this on well-formed IOB2 gold
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -39,7 +43,17 @@ def load_json(path: Path) -> Dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def encoder_of(nlp) -> str:
+    """The pipeline's transformer (its name or path and model type), or that it has none."""
+    if "transformer" not in nlp.pipe_names:
+        return "no transformer"
+    name = nlp.config.interpolate()["components"]["transformer"]["model"].get("name")
+    model_type = nlp.get_pipe("transformer").model.transformer.config.model_type
+    return f"{name} ({model_type})"
+
+
 def predict(model: Path, test: Path, gpu_id: int, batch_size: int):
+    """The gold docs of `test`, the pipeline's predictions on them, and its encoder."""
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(model)
@@ -52,7 +66,7 @@ def predict(model: Path, test: Path, gpu_id: int, batch_size: int):
             unit=" docs",
         )
     )
-    return gold, pred
+    return gold, pred, encoder_of(nlp)
 
 
 def read_log(path: Path) -> List[Dict]:
@@ -133,13 +147,14 @@ def md_table(header: List[str], rows: List[List[str]]) -> str:
     return "\n".join(lines)
 
 
-def results_table(systems: Dict[str, Dict]) -> str:
-    """Overall and per-type F1 of every system from the `spacy evaluate` figures."""
+def results_table(systems: Dict[str, Dict], titles: Optional[List[str]] = None) -> str:
+    """Overall and per-type F1 of every system from the `spacy evaluate` figures, each column
+    titled by the system's name or by `titles`."""
     names = list(systems)
     types: List[str] = []
     for s in systems.values():
         types += [t for t in s["labels"] if t not in types]
-    header = ["type"] + [f"{n} {k}" for n in names for k in ("P", "R", "F1")]
+    header = ["type"] + [f"{n} {k}" for n in titles or names for k in ("P", "R", "F1")]
     rows = [
         ["**overall**"]
         + [pct(systems[n]["metrics"][k]) for n in names for k in ("ents_p", "ents_r", "ents_f")]
@@ -153,52 +168,104 @@ def results_table(systems: Dict[str, Dict]) -> str:
     return md_table(header, rows)
 
 
-def update_readme(readme: Path, table: str, note: str) -> None:
+README_TITLES = ["System A", "System B"]
+README_EMPTY = "Filled by the `report` step from metrics/ once a full run exists; no figures yet."
+
+
+def readme_block(readme: Path) -> Optional[str]:
     text = readme.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
+    found = re.search(re.escape(README_START) + "(.*?)" + re.escape(README_END), text, flags=re.S)
+    if not found:
         msg.warn(f"{readme} has no {README_START} ... {README_END} markers; not updated.")
+    return found.group(1) if found else None
+
+
+def update_readme(readme: Path, table: str, note: str) -> None:
+    if readme_block(readme) is None:
         return
     block = f"{README_START}\n{note}\n\n{table}\n{README_END}"
     text = re.sub(
-        re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: block, text, flags=re.S
+        re.escape(README_START) + ".*?" + re.escape(README_END),
+        lambda _: block,
+        readme.read_text(encoding="utf-8"),
+        flags=re.S,
     )
     readme.write_text(text, encoding="utf-8")
     msg.good(f"Updated the results table in {readme}")
 
 
+def empty_table() -> str:
+    """The README's results table before any run: MultiNERD's types, no figures."""
+    nothing = {"labels": MULTINERD_TYPES, "metrics": dict.fromkeys(("ents_p", "ents_r", "ents_f"))}
+    return results_table(dict.fromkeys(README_TITLES, nothing))
+
+
+def clear_readme(readme: Path, report: Path) -> None:
+    """Empty the README's results table if `report` filled it."""
+    block = readme_block(readme)
+    if block is None or f"]({report.with_suffix('.md').as_posix()})" not in block:
+        msg.info(f"The results table of {readme} is not from {report}.md: left as it is.")
+        return
+    update_readme(readme, empty_table(), README_EMPTY)
+
+
 def main(
-    systems: List[str] = typer.Argument(..., help="Corpus names, e.g. multinerd_a multinerd_b"),
+    systems: Optional[List[str]] = typer.Argument(
+        None, help="The systems' names: training/<name>/ and metrics/<name>.json"
+    ),
+    corpus: Optional[List[str]] = typer.Option(
+        None, help="Each system's corpus (corpus/<corpus>/), in the same order"
+    ),
+    report: Path = typer.Option(..., help="The report without suffix: <report>.md and .json"),
     corpus_dir: Path = typer.Option(Path("corpus")),
     training_dir: Path = typer.Option(Path("training")),
     metrics_dir: Path = typer.Option(Path("metrics")),
     gpu_id: int = typer.Option(-1, help="GPU for the predictions (-1: CPU)"),
     batch_size: int = typer.Option(128),
     readme: Optional[Path] = typer.Option(None, help="README whose results table to fill"),
+    clear: bool = typer.Option(
+        False,
+        "--clear",
+        help="Only empty the README's table if this report filled it (the clean step)",
+    ),
 ):
-    """Write metrics/report.md, report.json and the PNGs."""
+    """Write <report>.md, <report>.json and the PNGs beside them."""
+    if clear:
+        if readme:
+            clear_readme(readme, report)
+        return
+    systems, corpus = systems or [], corpus or []
+    if not systems or len(corpus) != len(systems):
+        msg.fail(
+            "Give each system (its name) and its corpus (--corpus), in the same order.", exits=1
+        )
     require(gpu_id)  # before any model or data is loaded
     data: Dict[str, Dict] = {}
     datasets = set()
     preds = {}
-    for name in systems:
+    for name, corpus_name in zip(systems, corpus):
         metrics = load_json(metrics_dir / f"{name}.json")
-        stats = load_json(corpus_dir / name / "stats.json")
+        stats = load_json(corpus_dir / corpus_name / "stats.json")
         datasets.add(stats.get("dataset"))
-        gold, pred = predict(
-            training_dir / name / "model-best", corpus_dir / name / "test.spacy", gpu_id, batch_size
+        gold, pred, encoder = predict(
+            training_dir / name / "model-best",
+            corpus_dir / corpus_name / "test.spacy",
+            gpu_id,
+            batch_size,
         )
         preds[name] = (gold, pred)
         spacy_s = ev.spacy_scores(pred, gold)
         seqeval_s = ev.seqeval_scores(pred, gold)
         labels = stats["labels"]
         rows, cols, table = ev.confusion_table(ev.confusion(pred, gold), labels)
-        plot_confusion(rows, cols, table, name, metrics_dir / f"{name}_confusion.png")
+        plot_confusion(rows, cols, table, name, report.parent / f"{name}_confusion.png")
         has_curve = plot_training(
             read_log(training_dir / name / "train_log.jsonl"),
             name,
-            metrics_dir / f"{name}_training.png",
+            report.parent / f"{name}_training.png",
         )
         data[name] = {
+            "encoder": encoder,
             "labels": labels,
             "test_sentences": len(gold),
             "metrics": metrics,
@@ -219,13 +286,13 @@ def main(
             data[name]["shared"] = ev.spacy_scores(
                 [ev.restrict(d, shared) for d in pred], [ev.restrict(d, shared) for d in gold]
             )
-    report = render(data, systems, shared)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    (metrics_dir / "report.md").write_text(report, encoding="utf-8")
-    (metrics_dir / "report.json").write_text(
+    markdown = report.with_suffix(".md")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(render(data, systems, shared), encoding="utf-8")
+    report.with_suffix(".json").write_text(
         json.dumps({"systems": data, "shared_types": shared}, indent=2) + "\n"
     )
-    msg.good(f"Wrote {metrics_dir / 'report.md'}")
+    msg.good(f"Wrote {markdown}")
     for name in systems:
         if data[name]["max_difference"] > AGREE:
             msg.warn(
@@ -235,14 +302,16 @@ def main(
     if readme and datasets != {"multinerd"}:
         msg.info(
             f"The README's results table is MultiNERD's: a {', '.join(sorted(map(str, datasets)))} "
-            "run does not fill it (see metrics/report.md)."
+            f"run does not fill it (see {markdown})."
         )
     elif readme:
+        encoders = sorted({data[n]["encoder"] for n in systems})
         note = (
-            "Test-split scores from `spacy evaluate` (entity P/R/F1 in %), written by the "
-            "`report` step from metrics/; see [metrics/report.md](metrics/report.md)."
+            "Test-split scores from `spacy evaluate` (entity P/R/F1 in %) of "
+            f"{' and '.join(systems)}, encoder {', '.join(encoders)}, written by the `report` "
+            f"step; see [{markdown.as_posix()}]({markdown.as_posix()})."
         )
-        update_readme(readme, results_table(data), note)
+        update_readme(readme, results_table(data, README_TITLES[: len(systems)]), note)
 
 
 def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
@@ -254,10 +323,11 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
     out += ["", "## Overall", ""]
     out.append(
         md_table(
-            ["system", "sentences", "P", "R", "F1", "token accuracy (BIO)"],
+            ["system", "encoder", "sentences", "P", "R", "F1", "token accuracy (BIO)"],
             [
                 [
                     n,
+                    data[n]["encoder"],
                     f"{data[n]['test_sentences']:,}",
                     pct(data[n]["metrics"]["ents_p"]),
                     pct(data[n]["metrics"]["ents_r"]),

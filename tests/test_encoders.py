@@ -35,7 +35,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFL
 
 
 def train_command(project, transformer):
-    """The `spacy train` line of the project's train-a command with these vars, and the
+    """The training line of the project's train-a command with these vars, and the
     model-best directory among its outputs, as weasel resolves them."""
     from weasel.util import load_project_config
 
@@ -49,7 +49,7 @@ def train_command(project, transformer):
     }
     config = load_project_config(project, overrides=overrides)
     command = next(c for c in config["commands"] if c["name"] == "train-a")
-    line = next(line for line in command["script"] if line.startswith("python -m spacy train"))
+    line = next(line for line in command["script"] if line.startswith("python -m scripts.train"))
     model_best = next(out for out in command["outputs"] if out.endswith("model-best"))
     return line, project / model_best
 

@@ -152,7 +152,7 @@ def test_report_fills_the_readme_table_for_multinerd_only(tmp_path, monkeypatch)
 
     nlp = spacy.blank("en")
     doc = Doc(nlp.vocab, words=["Ada", "in", "Paris"], ents=["B-PER", "O", "B-LOC"])
-    monkeypatch.setattr(report, "predict", lambda *args: ([doc], [doc]))
+    monkeypatch.setattr(report, "predict", lambda *args: ([doc], [doc], "no transformer"))
     for dataset in ("conll2003", "multinerd"):
         corpus, metrics = tmp_path / dataset / "corpus", tmp_path / dataset / "metrics"
         (corpus / f"{dataset}_a").mkdir(parents=True)
@@ -167,12 +167,15 @@ def test_report_fills_the_readme_table_for_multinerd_only(tmp_path, monkeypatch)
         readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\n")
         report.main(
             [f"{dataset}_a"],
+            corpus=[f"{dataset}_a"],
+            report=metrics / "report",
             corpus_dir=corpus,
             training_dir=tmp_path / "training",
             metrics_dir=metrics,
             gpu_id=-1,
             batch_size=8,
             readme=readme,
+            clear=False,
         )
         assert (metrics / "report.md").exists()
         assert ("old" in readme.read_text()) == (dataset == "conll2003")

@@ -148,7 +148,6 @@ def test_training_without_network_fails_within_seconds(tmp_path):
     result, seconds = timed_cli(
         "scripts.before_train",
         ROOT / "configs" / "trf.cfg",
-        tmp_path / "out",
         "--transformer",
         "roberta-base",
         env=env,
@@ -192,7 +191,6 @@ def test_training_without_network_reads_a_cached_transformer(tmp_path):
     result = run_cli(
         "scripts.before_train",
         ROOT / "configs" / "trf.cfg",
-        tmp_path / "out",
         "--transformer",
         "someone/tiny-bert",
         env=env,

@@ -1,0 +1,417 @@
+"""`spacy train` that resumes an interrupted run: re-run after a crash, a preempted machine or a
+dropped session, and training goes on from the last evaluation instead of from step 0.
+
+    python -m scripts.train configs/trf.cfg training/multinerd_a_trf \\
+        --code scripts/architectures.py --gpu-id 0 --paths.train ... [--resume false]
+
+A fresh run is spaCy's own: its initialization, its training loop (`train_while_improving`),
+its evaluations, model-best and model-last. Each evaluation also saves, inside model-last,
+what the loop needs to go on (model-last/training-state/): the step, the best score so far,
+the optimizer's moment estimates, the random generators' states and the run's fingerprint
+(the config, the --code file, and the corpus and encoder files the config names). A re-run
+with the same fingerprint loads model-last, moves the learning-rate schedule and the training
+data on to that step, and continues; the log is appended, model-best is replaced only by a
+better score. Not carried over: fp16's loss scale (it adapts again within a few steps) and,
+on a GPU, the random generator of spaCy's own layers (CuPy's), so dropout differs there.
+docs/workflow.md#resuming-a-training-run has what this costs.
+
+A run whose fingerprint differs, or `--resume false`, starts fresh; a finished run with the
+same fingerprint is left as it is. An interruption keeps the last evaluation's checkpoint.
+"""
+
+import json
+import pickle
+import sys
+from dataclasses import asdict, dataclass
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import srsly
+import typer
+from wasabi import msg
+
+from .corpus import atomic_write, remove_outputs
+
+STATE = "training-state"  # inside model-last
+MODEL_BEST, MODEL_LAST = "model-best", "model-last"
+LOG_KEY = "log"  # [paths] log: the training log, appended to when a run resumes
+
+
+@dataclass
+class State:
+    """Where a run stands, saved with each checkpoint (model-last/training-state/state.json)."""
+
+    fingerprint: str
+    step: int  # the last evaluated step; the data up to it is trained on
+    epoch: int
+    best_score: float
+    best_step: int
+    finished: bool = False
+
+
+def fingerprint(config, code: Optional[Path]) -> str:
+    """What a checkpoint is valid for: the config with its overrides, the --code file, and
+    every corpus, label or model file or folder that the config's [paths] name."""
+    import hashlib
+
+    from weasel.util import get_checksum
+
+    parts = [config.to_str(), get_checksum(code) if code else ""]
+    for key, value in sorted(config["paths"].items()):
+        if key != LOG_KEY and isinstance(value, str) and value and Path(value).exists():
+            parts.append(f"{key}={get_checksum(value)}")
+    return hashlib.md5("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+def read_state(output: Path) -> Optional[State]:
+    path = output / MODEL_LAST / STATE / "state.json"
+    try:
+        return State(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def starting_point(output: Path, config_fingerprint: str, resume: bool) -> Optional[State]:
+    """The checkpoint to resume from (None: start fresh), said in one line."""
+    state = read_state(output)
+    if not resume:
+        msg.info("Starting fresh (resume=false).")
+        return None
+    if state is None:
+        if (output / MODEL_LAST).exists():
+            msg.warn(f"{output / MODEL_LAST} has no training state: starting fresh.")
+        return None
+    if state.fingerprint != config_fingerprint:
+        msg.warn(
+            f"{output / MODEL_LAST} (step {state.step:,}) was trained with another config, "
+            "corpus, code or encoder: starting fresh."
+        )
+        return None
+    return state
+
+
+# --- The optimizer's state: the only place that relies on thinc's keys ---------------------
+# thinc's optimizer keeps its moments by (node or shim id, parameter name), and the ids change
+# from process to process: they are saved under names from the pipeline's structure instead
+# (component, position in model.walk(), parameter). If some key has no such name, the moments
+# are not carried over, with a warning, and Adam starts them again.
+OPTIMIZER_ARRAYS = ("mom1", "mom2", "averages")
+OPTIMIZER_COUNTS = ("nr_update", "last_seen")
+
+
+def parameter_names(nlp) -> Dict[Tuple[int, str], str]:
+    from thinc.api import Model
+
+    names: Dict[Tuple[int, str], str] = {}
+    for component, proc in nlp.pipeline:
+        model = getattr(proc, "model", None)
+        if not isinstance(model, Model):
+            continue
+        for i, node in enumerate(model.walk()):
+            for param in node.param_names:
+                names.setdefault((node.id, param), f"{component}/{i}/{param}")
+            for j, shim in enumerate(node.shims):
+                module = getattr(shim, "_model", None)  # a torch module (PyTorchShim)
+                for param, _ in getattr(module, "named_parameters", lambda: [])():
+                    names.setdefault((shim.id, param), f"{component}/{i}/shim{j}/{param}")
+    return names
+
+
+def save_optimizer(nlp, optimizer, folder: Path) -> bool:
+    import numpy
+    from thinc.backends import get_array_ops
+
+    names = parameter_names(nlp)
+    arrays, counts = {}, {}
+    for attr in OPTIMIZER_ARRAYS:
+        for key, value in (getattr(optimizer, attr, None) or {}).items():
+            if key not in names:
+                return False
+            arrays[f"{attr}:{names[key]}"] = get_array_ops(value).to_numpy(value)
+    for attr in OPTIMIZER_COUNTS:
+        table = getattr(optimizer, attr)
+        if any(key not in names for key in table):
+            return False
+        counts[attr] = {names[key]: n for key, n in table.items()}
+    numpy.savez(folder / "optimizer.npz", **arrays)
+    (folder / "optimizer.json").write_text(json.dumps(counts), encoding="utf-8")
+    return True
+
+
+def restore_optimizer(nlp, optimizer, folder: Path) -> bool:
+    import numpy
+    from thinc.api import get_current_ops
+
+    if not (folder / "optimizer.npz").exists():
+        return False
+    keys = {name: key for key, name in parameter_names(nlp).items()}
+    ops = get_current_ops()
+    with numpy.load(folder / "optimizer.npz") as arrays:
+        for entry in arrays.files:
+            attr, name = entry.split(":", 1)
+            if name not in keys or getattr(optimizer, attr, None) is None:
+                return False
+            getattr(optimizer, attr)[keys[name]] = ops.asarray(arrays[entry])
+    counts = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
+    for attr, table in counts.items():
+        getattr(optimizer, attr).update({keys[name]: n for name, n in table.items()})
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def random_states() -> Dict[str, Any]:
+    import random
+
+    import numpy
+    import torch
+
+    states = {"random": random.getstate(), "numpy": numpy.random.get_state()}
+    states["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: Dict[str, Any]) -> None:
+    import random
+
+    import numpy
+    import torch
+
+    random.setstate(states["random"])
+    numpy.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "torch_cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch_cuda"])
+
+
+def save_checkpoint(nlp, optimizer, T, output: Path, state: State, best: bool) -> None:
+    """model-last, with what resuming needs in it (unless the run is finished), in one
+    rename; model-best, a copy of it without that, when the score is the best so far."""
+    import shutil
+
+    from spacy.training.loop import create_before_to_disk_callback
+
+    before_to_disk = create_before_to_disk_callback(T["before_to_disk"])
+    with atomic_write(output / MODEL_LAST, folder=True) as last:
+        with nlp.use_params(optimizer.averages):
+            before_to_disk(nlp).to_disk(last)
+        folder = last / STATE
+        folder.mkdir()
+        if not state.finished:
+            if optimizer.averages:  # model-last holds the averages: resuming needs the weights
+                nlp.to_disk(folder / "weights")
+            if not save_optimizer(nlp, optimizer, folder):
+                msg.warn("The optimizer's state cannot be saved: a resumed run restarts Adam.")
+            (folder / "random.pkl").write_bytes(pickle.dumps(random_states()))
+        (folder / "state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
+    if best:
+        with atomic_write(output / MODEL_BEST, folder=True) as best_dir:
+            shutil.copytree(output / MODEL_LAST, best_dir, dirs_exist_ok=True)
+            shutil.rmtree(best_dir / STATE)
+
+
+def log_row(info: Dict, trainable, score_weights) -> Dict:
+    """The JSON line spaCy's ConsoleLogger.v3 writes to its output_file for an evaluation."""
+    scores = {
+        col: float(info["other_scores"].get(col, 0.0)) * (1 if col == "speed" else 100)
+        for col, weight in score_weights.items()
+        if weight is not None
+    }
+    return {
+        "epoch": info["epoch"],
+        "step": info["step"],
+        "losses": {pipe: float(info["losses"][pipe]) for pipe in trainable},
+        "scores": scores,
+        "score": float(info["score"]),
+    }
+
+
+def keep_log_until(log: Path, step: int) -> None:
+    """The training log's rows up to `step`: what the checkpoint a run resumes from saw."""
+    if log.exists():
+        rows = [row for row in srsly.read_jsonl(log) if row["step"] <= step]
+        with atomic_write(log) as tmp:
+            srsly.write_jsonl(tmp, rows)
+
+
+def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: str) -> None:
+    """spaCy's training loop (spacy.training.loop.train) from `start`, or from step 0, with
+    the checkpoints that let a later run resume."""
+    from spacy.schemas import ConfigSchemaTraining
+    from spacy.training.loop import (
+        create_evaluation_callback,
+        create_train_batches,
+        train_while_improving,
+        update_meta,
+    )
+    from spacy.util import registry, resolve_dot_names
+    from thinc.api import fix_random_seed, set_gpu_allocator
+    from tqdm import tqdm
+
+    config = nlp.config.interpolate()
+    if config["training"]["seed"] is not None:
+        fix_random_seed(config["training"]["seed"])
+    if config["training"]["gpu_allocator"] and spacy_on_gpu():
+        set_gpu_allocator(config["training"]["gpu_allocator"])
+    training = config["training"].copy()
+    log_file = None
+    if "output_file" in training["logger"]:  # the log is appended here, not by the logger
+        log_file, training["logger"] = (
+            training["logger"]["output_file"],
+            {
+                **training["logger"],
+                "output_file": None,
+            },
+        )
+    T = registry.resolve(training, schema=ConfigSchemaTraining)
+    train_corpus, dev_corpus = resolve_dot_names(config, [T["train_corpus"], T["dev_corpus"]])
+    optimizer, frozen = T["optimizer"], T["frozen_components"]
+    batches = create_train_batches(nlp, train_corpus, T["batcher"], T["max_epochs"])
+    offset = 0
+    if start is not None:  # the interrupted run's data, schedule, optimizer and generators
+        done = start.step + 1  # batches it trained on: steps 0 to start.step
+        skipped = tqdm(islice(batches, done), total=done, desc="Skipping trained batches")
+        for _ in skipped:
+            pass
+        for _ in range(start.step):  # one more at the replayed step below: start.step + 1
+            optimizer.step_schedules()
+        folder = output / MODEL_LAST / STATE
+        if not restore_optimizer(nlp, optimizer, folder):
+            msg.warn("The optimizer's state was not saved: Adam starts its moments again.")
+        set_random_states(pickle.loads((folder / "random.pkl").read_bytes()))
+        # a first step without data: spaCy's loop evaluates it (the checkpoint's score
+        # again), so that its later evaluations fall on the interrupted run's steps
+        batches = chain([(start.epoch, [])], batches)
+        offset = start.step
+    steps = T["max_steps"] - offset if T["max_steps"] else 0
+    steps_iter = train_while_improving(
+        nlp,
+        optimizer,
+        batches,
+        create_evaluation_callback(nlp, dev_corpus, T["score_weights"]),
+        dropout=T["dropout"],
+        accumulate_gradient=T["accumulate_gradient"],
+        patience=0,  # counted below, from the best score of the whole run
+        max_steps=steps,
+        eval_frequency=T["eval_frequency"],
+        exclude=frozen,
+        annotating_components=T["annotating_components"],
+        before_update=T["before_update"],
+    )
+    best_score, best_step = (start.best_score, start.best_step) if start else (None, 0)
+    msg.info(f"Pipeline: {nlp.pipe_names}")
+    msg.info(f"Initial learn rate: {optimizer.learn_rate}")
+    with nlp.select_pipes(disable=frozen):
+        log_step, finalize_logger = T["logger"](nlp, sys.stdout, sys.stderr)
+        trainable = [n for n, p in nlp.pipeline if getattr(p, "is_trainable", False)]
+    if log_file and start:
+        keep_log_until(Path(log_file), start.step)
+    log = open(log_file, "a" if start else "w", encoding="utf-8") if log_file else None
+    step = epoch = offset
+    try:
+        for _, info, evaluated in steps_iter:
+            info["step"] = step = info["step"] + offset
+            epoch = info["epoch"]
+            if evaluated is not None and not (start and step == offset):
+                best = best_score is None or info["score"] >= best_score
+                if best_score is None or info["score"] > best_score:  # the earliest best
+                    best_score, best_step = info["score"], step
+                if log:  # before the checkpoint: a resumed run drops rows after its step
+                    log.write(srsly.json_dumps(log_row(info, trainable, T["score_weights"])))
+                    log.write("\n")
+                    log.flush()
+                with nlp.select_pipes(disable=frozen):
+                    update_meta(T, nlp, info)
+                state = State(config_fingerprint, step, epoch, best_score, best_step)
+                save_checkpoint(nlp, optimizer, T, output, state, best)
+                log_step(info)
+            elif evaluated is None:
+                log_step(None)
+            if T["patience"] and step - best_step >= T["patience"]:
+                break
+    finally:
+        finalize_logger()
+        if log:
+            log.close()
+    state = State(config_fingerprint, step, epoch, best_score or 0.0, best_step, finished=True)
+    save_checkpoint(nlp, optimizer, T, output, state, best=False)
+    msg.good(f"Trained to step {step:,}: {output / MODEL_BEST} (step {best_step:,}).")
+
+
+def spacy_on_gpu() -> bool:
+    from thinc.api import get_current_ops
+
+    return get_current_ops().device_type == "gpu"
+
+
+def print_plan(T: Dict, output: Path, start: Optional[State], resume_var: str) -> None:
+    steps, every = T["max_steps"], T["eval_frequency"]
+    done = f"resuming after step {start.step:,}" if start else "from step 0"
+    msg.info(
+        f"Training {steps:,} steps ({done}), evaluating every {every:,}: each evaluation "
+        f"saves {output / MODEL_LAST} (and {output / MODEL_BEST} when it is the best so far)."
+    )
+    msg.info(
+        "If the run stops, run the same command again to resume from the last evaluation; "
+        f"--vars.{resume_var}=false starts again from step 0."
+    )
+
+
+def main(
+    ctx: typer.Context,
+    config_path: Path = typer.Argument(..., help="Training config", exists=True, dir_okay=False),
+    output: Path = typer.Argument(..., help="Output directory: model-best, model-last"),
+    code: Optional[Path] = typer.Option(None, help="Python file with registered functions"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    resume: str = typer.Option("true", help="Resume an interrupted run: true or false"),
+):
+    """Train like `spacy train` (the same config overrides, e.g. --paths.train), resuming an
+    interrupted run with the same fingerprint from its last evaluation."""
+    import spacy
+    from spacy.cli._util import (
+        import_code,
+        parse_config_overrides,
+        setup_gpu,
+        show_validation_error,
+    )
+    from spacy.training.initialize import init_nlp
+
+    from .check_gpu import parse_bool
+
+    wants_resume = parse_bool(resume, "resume")
+    overrides = parse_config_overrides(ctx.args)
+    import_code(code)
+    setup_gpu(gpu_id)
+    with show_validation_error(config_path):
+        config = spacy.util.load_config(config_path, overrides=overrides, interpolate=False)
+    config_fingerprint = fingerprint(config, code)
+    start = starting_point(output, config_fingerprint, wants_resume)
+    if start is not None and start.finished:
+        msg.good(
+            f"{output} is trained already (step {start.step:,}) with this config, corpus and "
+            "encoder: nothing to do (--vars.resume=false trains it again)."
+        )
+        return
+    with show_validation_error(config_path, hint_fill=False):
+        if start is None:
+            remove_outputs(*(output / name for name in (MODEL_BEST, MODEL_LAST)))
+            log = config["paths"].get(LOG_KEY)
+            if log:
+                remove_outputs(Path(log))
+            nlp = init_nlp(config, use_gpu=gpu_id)
+        else:
+            weights = output / MODEL_LAST / STATE / "weights"  # saved if model-last is averaged
+            nlp = spacy.load(weights if weights.exists() else output / MODEL_LAST)
+    T = nlp.config.interpolate()["training"]
+    print_plan(T, output, start, "resume")
+    train_loop(nlp, output, start, config_fingerprint)
+
+
+if __name__ == "__main__":
+    app = typer.Typer(add_completion=False)
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(main)
+    app()
