@@ -11,7 +11,7 @@ annotates a quarter of the corpus in one process: its peak memory against the fu
 shows whether memory stays flat as the input grows. The outputs of all systems must be the
 same, shard for shard.
 
-    python -m benchmarks.bench_annotate --model training/conll2003_a/model-best --repeats 2
+    python -m benchmarks.bench_annotate --model training/conll2003_a_trf/model-best --repeats 2
 """
 
 import json
