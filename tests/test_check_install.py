@@ -4,9 +4,9 @@ marked `live`, asks the live index."""
 
 import copy
 import json
-import site
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 from typer.testing import CliRunner
@@ -141,7 +141,8 @@ def test_an_old_pip_stops_with_one_line_that_names_the_pip_needed(tmp_path):
         pytest.skip(f"this Python's venv gives a pip new enough: {pip.stdout.strip()}")
     # the project's dependencies from this environment, after the venv's own pip
     (old_site,) = old.glob("lib/python*/site-packages")
-    (old_site / "test-env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (old_site / "deps.pth").write_text("\n".join(sorted(here)) + "\n")
     unreachable = "http://127.0.0.1:9/simple"
     run = subprocess.run(
         [python, "-m", "scripts.check_install", "requirements-gpu.txt", "--python", "3.11"]
