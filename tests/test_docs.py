@@ -55,11 +55,33 @@ def project() -> Dict:
     return srsly.read_yaml(ROOT / "project.yml")
 
 
+def readme_block(marker: str) -> List[str]:
+    """The lines of the fenced code block after `<!-- marker -->` in the README."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"<!-- {marker} -->") + 1
+    assert lines[start] == "```bash", f"no code block after <!-- {marker} -->"
+    return [line for line in lines[start + 1 : lines.index("```", start + 1)] if line]
+
+
 def test_readme_is_short_and_keeps_its_test_command():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines"
-    marker = lines.index("<!-- test-command -->")
-    assert lines[marker + 1] == "```bash" and "python -m pytest" in lines[marker + 2]
+    assert readme_block("test-command")[-1] == "python -m pytest"
+
+
+def test_ci_runs_the_readme_lines_and_sets_up_nothing_else():
+    """.ci/run runs the README's lint block and its set-up and test block, in that order, with
+    the pip of a fresh venv: no install or upgrade of its own; and the README pins one torch."""
+    ci = ROOT / ".ci" / "run"
+    listed = subprocess.run(["bash", str(ci), "--print"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == readme_block("lint-command") + readme_block("test-command")
+    own = [
+        ln for ln in ci.read_text(encoding="utf-8").splitlines() if not ln.lstrip().startswith("#")
+    ]
+    assert not [ln for ln in own if re.search(r"\b(install|upgrade|ensurepip)\b", ln, re.I)]
+    torches = set(re.findall(r"pip install torch==(\S+)", README.read_text(encoding="utf-8")))
+    assert len(torches) == 1, f"the README installs torch {sorted(torches)}: one version"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
