@@ -27,7 +27,7 @@ from typing import Dict, List
 
 import typer
 
-from .common import ROOT, child_env, machine_gflops
+from .common import CORPUS_STEP, ROOT, child_env, encoder_dir, machine_gflops, require_inputs
 
 HF_LR, HF_BATCH = 5e-5, 16  # the recipe
 WARM_STEPS = 2  # steps left out of the calibration: the first ones run slow
@@ -194,8 +194,8 @@ def run_hf(
 
 
 def spacy_train_cmd(config, corpus, model_dir, output, steps, extra, gpu_id: int = -1):
-    """`spacy train` of a config on the CoNLL corpus with the backbone and the step timer's
-    code; on a GPU with mixed precision."""
+    """`spacy train` of a config on the CoNLL corpus with the backbone (model_dir; None for a
+    config without one) and the step timer's code; on a GPU with mixed precision."""
     return [
         sys.executable,
         "-m",
@@ -212,8 +212,7 @@ def spacy_train_cmd(config, corpus, model_dir, output, steps, extra, gpu_id: int
         str(corpus / "dev.spacy"),
         "--paths.labels",
         str(corpus / "labels" / "ner.json"),
-        "--paths.transformer",
-        str(model_dir),
+        *(["--paths.transformer", str(model_dir)] if model_dir else []),
         "--paths.log",
         str(output / "train_log.jsonl"),
         "--system.mixed_precision",
@@ -397,13 +396,18 @@ def main(
 ):
     """Train both systems side by side at the same budget; print and save their test F1."""
     from scripts.check_gpu import require
-    from scripts.encoder import resolve
 
     if not only:
         require(gpu_id)  # a missing CuPy or device stops here, not after HF has trained
     # checked before anything starts: a bad override must not surface after HF has trained
     settings = spacy_settings(lr, batch_size, spacy_set)
-    model_dir = resolve(encoder)
+    require_inputs([config], "Give a training config with --config.")
+    require_inputs(
+        [assets / f"{split}.jsonl" for split in ("train", "dev", "test")]
+        + [corpus / name for name in ("train", "dev.spacy", "test.spacy", "labels/ner.json")],
+        CORPUS_STEP,
+    )
+    model_dir = encoder_dir(encoder)
     out.mkdir(parents=True, exist_ok=True)
     budget_s = budget_minutes * 60
     if only:

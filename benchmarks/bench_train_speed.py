@@ -18,7 +18,7 @@ import typer
 from scripts.architectures import StreamedCorpus
 
 from .bench_accuracy import read_steps, spacy_train_cmd
-from .common import ROOT, child_env
+from .common import CORPUS_STEP, ROOT, child_env, encoder_dir, needs_encoder, require_inputs
 
 
 def main(
@@ -31,10 +31,12 @@ def main(
     output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
 ):
     from scripts.check_gpu import require
-    from scripts.encoder import resolve
 
     require(gpu_id)
-    model_dir = resolve(encoder)
+    cfgs = {config: ROOT / "configs" / f"{config}.cfg" for config in configs.split(",")}
+    require_inputs(cfgs.values(), "Name configs of configs/ with --configs, e.g. trf,cnn.")
+    require_inputs([corpus / n for n in ("train", "dev.spacy", "labels/ner.json")], CORPUS_STEP)
+    model_dir = encoder_dir(encoder if any(map(needs_encoder, cfgs.values())) else None)
     # what --corpora.train.limit trains on: the first sentences of the shards, in file order
     docs = list(StreamedCorpus(corpus / "train", limit=sentences).docs(spacy.blank("en").vocab))
     words = sum(len(d) for d in docs)
@@ -43,13 +45,13 @@ def main(
         f"{sentences:,} sentences, {words:,} words, one epoch, gpu_id {gpu_id}, backbone {encoder}"
     )
     results = {}
-    for config in configs.split(","):
+    for config, cfg in cfgs.items():
         rates = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 timer = Path(tmp) / "steps.tsv"
                 cmd = spacy_train_cmd(
-                    ROOT / "configs" / f"{config}.cfg",
+                    cfg,
                     corpus,
                     model_dir,
                     Path(tmp) / "out",

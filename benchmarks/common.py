@@ -1,12 +1,52 @@
-"""What the benchmark scripts share: the project root, their child processes' environment, the
-memory of a process tree and a measure of how fast the machine is right now."""
+"""What the benchmark scripts share: the project root, the checks of their inputs (each stops
+with one line that names what is missing and how to make it), their child processes'
+environment, the memory of a process tree and a measure of how fast the machine is right now."""
 
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Iterable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
+CORPUS_STEP = (
+    "Make it with `python -m spacy project run corpus . --vars.dataset=conll2003 "
+    "--vars.source=<your CoNLL-2003 directory>` (docs/benchmarks.md)."
+)
+
+
+def require_inputs(paths: Iterable[Path], how: str) -> None:
+    """Stop with one line at the first input that is missing: its path and `how` to make it."""
+    for path in paths:
+        if not Path(path).exists():
+            sys.exit(f"{path}: not found. {how}")
+
+
+def require_pipeline(model: str, how: str) -> None:
+    """Stop with one line unless `model` is a pipeline directory or an installed package."""
+    from spacy.util import is_package
+
+    if not Path(model).exists() and not is_package(model):
+        sys.exit(f"{model}: no such pipeline directory or installed package. {how}")
+
+
+def needs_encoder(config: Path) -> bool:
+    """Whether a training config reads the pretrained encoder (`${paths.transformer}`)."""
+    return "${paths.transformer}" in config.read_text(encoding="utf-8")
+
+
+def encoder_dir(package: Optional[str]) -> Optional[Path]:
+    """The model directory of an installed encoder package (None for None); stops with one line
+    that names the install when the package is missing."""
+    from scripts.encoder import resolve
+
+    if package is None:
+        return None
+    try:
+        return resolve(package)
+    except LookupError as err:
+        sys.exit(str(err))
 
 
 def child_env(**extra: str) -> dict:
