@@ -166,6 +166,43 @@ def test_every_repository_path_shown_exists(document):
         assert (ROOT / path).exists(), f"{path}: not in the repository"
 
 
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def at_commit(commit: str, path: str) -> str:
+    """The text of `path` at `commit` of the repository's history ("" if it has none)."""
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True
+    )
+    return shown.stdout if shown.returncode == 0 else ""
+
+
+def test_every_command_in_results_is_in_the_tree_or_names_the_commit_that_had_it():
+    """Each `python -m` module, script or config and `spacy project run` command named in
+    benchmarks/RESULTS.md exists, or its paragraph names a commit of the history that has it."""
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("needs the repository's history (git)")
+    commands = {c["name"] for c in project()["commands"]} | set(project()["workflows"])
+    checked = 0
+    for paragraph in re.split(r"\n\s*\n", RESULTS.read_text(encoding="utf-8")):
+        flat = " ".join(paragraph.split())
+        commits = re.findall(r"\bcommit ([0-9a-f]{7,40})\b", flat, flags=re.I)
+        modules = re.findall(r"python -m ((?:scripts|benchmarks)\.\w+)", flat)
+        files = [m.replace(".", "/") + ".py" for m in modules] + re.findall(
+            r"(?<![\w/.-])((?:scripts|benchmarks|configs)/[\w/-]+\.(?:py|cfg))", flat
+        )
+        for path in files:
+            assert (ROOT / path).exists() or any(at_commit(c, path) for c in commits), (
+                f"{path}: not in the tree, and no commit beside it that has it: {flat[:150]}"
+            )
+        for name in re.findall(r"spacy project run ([\w-]+)", flat):
+            assert name in commands or any(
+                f"- name: {name}\n" in at_commit(c, "project.yml") for c in commits
+            ), f"spacy project run {name}: no such command, and no commit beside it that has it"
+        checked += len(files) + len(modules)
+    assert checked > 20, "the parser found too few commands"
+
+
 # --- the repository speaks of the project only ---------------------------------------------
 # The patterns are built from parts, so that this file does not match them itself.
 WHERE_IT_WAS_MADE = [
