@@ -8,6 +8,7 @@ evaluation after step 0 excluded). On CPU by default; --gpu-id 0 on a GPU machin
 import json
 import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -72,6 +73,11 @@ def main(
                 )
                 subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
                 steps = read_steps(timer)
+                if len(steps) < 3:
+                    sys.exit(
+                        f"{config}: {len(steps)} training step(s) in {sentences:,} sentences, "
+                        "too few to time (step 0 is left out): give more --sentences."
+                    )
                 # mean words a step over the mean time a step, from step 1 to the last
                 per_step = (steps[-1][1] - steps[1][1]) / (len(steps) - 2)
                 rates.append(words / len(steps) / per_step)
