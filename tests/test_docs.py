@@ -6,6 +6,8 @@ only, not of where it was developed."""
 
 import importlib
 import re
+import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List
@@ -111,14 +113,80 @@ def test_every_relative_link_resolves(document):
             assert path.suffix == ".md" and anchor in anchors(path), f"{link}: no such heading"
 
 
+def project_runs(document: Path) -> List[List[str]]:
+    """The arguments of every `spacy project run` a reader may copy from the document."""
+    runs = []
+    for line in code_of(document.read_text(encoding="utf-8")).splitlines():
+        for rest in re.findall(r"spacy project run (.*)", line):
+            args = shlex.split(re.split(r"\s#|[|;&]", rest)[0])
+            if not args[0].startswith("<"):  # `spacy project run <command>`
+                runs.append(args)
+    return runs
+
+
+def var_overrides(run: List[str]) -> Dict:
+    """The --vars.X=Y of a `spacy project run`, parsed as weasel parses them."""
+    from weasel.util import parse_config_overrides
+
+    overrides = parse_config_overrides([a for a in run[1:] if a.startswith("--")], env_var=None)
+    assert all(k.startswith("vars.") for k in overrides), f"not a var: {list(overrides)}"
+    return overrides
+
+
+def loaded_project(tmp_path: Path, run: List[str]) -> Dict:
+    """project.yml as weasel loads it for `spacy project run` with these arguments: its
+    vars overridden by the --vars.X=Y given (weasel stops on a var project.yml lacks)."""
+    from weasel.util import load_project_config
+
+    overrides = var_overrides(run)
+    shutil.copy(ROOT / "project.yml", tmp_path / "project.yml")  # weasel makes its folders
+    try:
+        return load_project_config(tmp_path, overrides=overrides)
+    except SystemExit:
+        pytest.fail(f"spacy project run {' '.join(run)}: weasel refuses its vars")
+
+
+def run_scripts(tmp_path: Path, run: List[str]) -> str:
+    """The scripts, after weasel's substitution of the vars, of what the run runs."""
+    config = loaded_project(tmp_path, run)
+    names = {c["name"] for c in config["commands"]} | set(config["workflows"])
+    assert run[0] in names, f"`spacy project run {run[0]}`: no such command in project.yml"
+    steps = config["workflows"].get(run[0], [run[0]])
+    return " ".join(s for c in config["commands"] if c["name"] in steps for s in c["script"])
+
+
 @pytest.mark.parametrize("document", DOCUMENTS, ids=ids(DOCUMENTS))
-def test_every_project_command_and_var_shown_exists(document):
+def test_every_project_run_shown_loads_in_weasel_with_its_vars(document, tmp_path):
+    """Each `spacy project run` shown names a command or workflow, and each --vars.X=Y a var
+    of project.yml (weasel itself ignores an unknown one) that changes what the run runs."""
+    known = project()["vars"]
+    for run in project_runs(document):
+        scripts = run_scripts(tmp_path, run)
+        for i, option in enumerate(run):
+            if option.startswith("--vars."):
+                var = option.partition("=")[0][len("--vars.") :]
+                assert var in known, f"{option}: no such var in project.yml"
+                probe = run[:i] + [f"--vars.{var}=__probe__"] + run[i + 1 :]
+                assert run_scripts(tmp_path, probe) != scripts, f"{run}: {option} changes nothing"
+
+
+def test_the_readme_wheel_is_what_its_run_builds(tmp_path):
+    """The wheel the README installs is an output of `package` with the vars of one of the
+    README's `spacy project run all` lines."""
+    wheels = re.findall(r"pip install (packages/\S+\.whl)", README.read_text(encoding="utf-8"))
+    built = set()
+    for run in project_runs(README):
+        if run[0] == "all":
+            config = loaded_project(tmp_path, run)
+            built |= {o for c in config["commands"] if c["name"] == "package" for o in c["outputs"]}
+    assert wheels and set(wheels) <= built, f"{wheels} not among {sorted(built)}"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=ids(DOCUMENTS))
+def test_every_project_step_and_var_named_exists(document):
     config = project()
     names = {c["name"] for c in config["commands"]} | set(config["workflows"])
     text = " ".join(document.read_text(encoding="utf-8").replace("\\\n", " ").split())
-    runs = re.findall(r"spacy project run ([\w-]+)", text)
-    for name in runs:
-        assert name in names, f"`spacy project run {name}`: no such command in project.yml"
     for named in re.findall(r"`([\w-]+)`(?:/`([\w-]+)`)? (?:steps?|command)\b", text):
         for n in filter(None, named):  # "the `evaluate` step", "`train-a`/`train-b` steps"
             assert n in names, f"the `{n}` step: no such command in project.yml"
