@@ -312,6 +312,26 @@ def test_nothing_speaks_of_where_the_project_was_developed():
     assert not hits, "\n".join(hits)
 
 
+def test_no_package_index_address_is_written():
+    """pip knows where the Python Package Index is, and a user's pip may be configured for
+    another: the project names no index's address (PyTorch's CPU build is named in words)."""
+    # built from parts, so that this file does not match it itself
+    pattern = re.compile(
+        r"(pypi|pythonhosted)\." + r"org|download\." + r"pytorch\.org|/sim" + r"ple\b"
+    )
+    hits = []
+    for path in tracked_files():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue
+        hits += [
+            f"{path.relative_to(ROOT)}:{n}" for n, ln in enumerate(lines, 1) if pattern.search(ln)
+        ]
+    allowed = {"tests/test_check_install.py"}  # an unreachable index and a mirror, both made up
+    assert {h.split(":")[0] for h in hits} <= allowed, hits
+
+
 @pytest.mark.parametrize(
     "line",
     [
