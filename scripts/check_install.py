@@ -287,10 +287,10 @@ def resolver_pip(work: Path, index_url: Optional[str]) -> Pip:
     the index into a temporary environment under `work`."""
     try:
         mine = metadata.version("pip")
+        if Version(mine) >= MIN_PIP:
+            return Pip(sys.executable, index_url)
     except metadata.PackageNotFoundError:
         mine = "(none)"
-    if mine != "(none)" and Version(mine) >= MIN_PIP:
-        return Pip(sys.executable, index_url)
     env_dir = work / "pip-env"
     pip = Pip(str(env_dir / "bin" / "python"), index_url)
     try:
