@@ -291,6 +291,10 @@ def resolver_pip(work: Path, index_url: Optional[str]) -> Pip:
             return Pip(sys.executable, index_url)
     except metadata.PackageNotFoundError:
         mine = "(none)"
+    msg.info(
+        f"This environment's pip {mine} cannot resolve for another platform: installing pip "
+        f"{MIN_PIP} or newer into a temporary environment"
+    )
     env_dir = work / "pip-env"
     pip = Pip(str(env_dir / "bin" / "python"), index_url)
     try:
