@@ -27,7 +27,17 @@ from typing import Dict, List
 
 import typer
 
-from .common import ROOT, child_env, machine_gflops, read_batches, spacy_train_cmd, timed_config
+from .common import (
+    CORPUS_STEP,
+    ROOT,
+    child_env,
+    encoder_dir,
+    machine_gflops,
+    read_batches,
+    require_inputs,
+    spacy_train_cmd,
+    timed_config,
+)
 
 HF_LR, HF_BATCH = 5e-5, 16  # the recipe
 WARM_STEPS = 2  # steps left out of the calibration: the first ones run slow
@@ -355,13 +365,18 @@ def main(
 ):
     """Train both systems side by side at the same budget; print and save their test F1."""
     from scripts.check_gpu import require
-    from scripts.encoder import resolve
 
     if not only:
         require(gpu_id)  # a missing CuPy or device stops here, not after HF has trained
     # checked before anything starts: a bad override must not surface after HF has trained
     settings = spacy_settings(lr, batch_size, spacy_set)
-    model_dir = resolve(encoder)
+    require_inputs([config], "Give a training config with --config.")
+    require_inputs(
+        [assets / f"{split}.jsonl" for split in ("train", "dev", "test")]
+        + [corpus / name for name in ("train", "dev.spacy", "test.spacy", "labels/ner.json")],
+        CORPUS_STEP,
+    )
+    model_dir = encoder_dir(encoder)
     out.mkdir(parents=True, exist_ok=True)
     budget_s = budget_minutes * 60
     if only:

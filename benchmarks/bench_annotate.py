@@ -24,7 +24,14 @@ from typing import Dict, List
 
 import typer
 
-from benchmarks.common import ROOT, child_env, wait_peak_rss
+from benchmarks.common import (
+    CORPUS_STEP,
+    ROOT,
+    child_env,
+    require_inputs,
+    require_pipeline,
+    wait_peak_rss,
+)
 
 SYSTEMS = {
     "one process": ["--engine", "local", "--n-process", "1"],
@@ -118,7 +125,17 @@ def main(
     """Annotate the corpus with each system, twice; print and save words/s and peak memory."""
     import os
     import platform
+    from importlib.util import find_spec
 
+    require_pipeline(
+        model,
+        "Train the CoNLL-2003 System A with `python -m spacy project run all . "
+        "--vars.dataset=conll2003 --vars.source=<your CoNLL-2003 directory> --vars.config=cnn "
+        "--vars.gpu_id=-1 --vars.mixed_precision=false` (benchmarks/RESULTS.md), or give --model.",
+    )
+    require_inputs([assets / f"{split}.jsonl" for split in ("train", "dev", "test")], CORPUS_STEP)
+    if find_spec("ray") is None:
+        sys.exit("Ray is not installed: pip install -r requirements-ray.txt")
     texts = conll_sentences(assets)
     words = write_corpus(texts, sentences, files, work / "corpus")
     quarter = write_corpus(texts, sentences // 4, files, work / "corpus-quarter")

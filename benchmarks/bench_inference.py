@@ -23,7 +23,7 @@ from typing import List, Optional, Set, Tuple, Union
 
 import typer
 
-from .common import ROOT, child_env
+from .common import CORPUS_STEP, ROOT, child_env, require_inputs, require_pipeline
 
 Span = Tuple[int, int, int, str]  # sentence, start char, end char, label
 
@@ -198,8 +198,13 @@ def main(
 
     require(gpu_id)
     names = systems.split(",")
-    for system in names:  # all checked before the first one runs
-        parse_system(system)
+    kinds = {parse_system(system)[0] for system in names}  # all checked before the first runs
+    require_inputs([assets / "test.jsonl"], CORPUS_STEP)
+    trained_by = "`python -m spacy project run bench-accuracy` trains both models."
+    if "spacy" in kinds:
+        require_pipeline(spacy_model, trained_by)
+    if "hf" in kinds:
+        require_inputs([Path(hf_model)], trained_by)
     env = child_env()
     results = {}
     for system in names:

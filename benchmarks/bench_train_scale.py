@@ -36,8 +36,11 @@ import typer
 from .common import (
     ROOT,
     child_env,
+    encoder_dir,
     make_synthetic,
+    needs_encoder,
     read_batches,
+    require_inputs,
     spacy_train_cmd,
     timed_config,
     wait_peak_rss,
@@ -112,7 +115,7 @@ def bench_config(config: str, out: Path, spacy_reader: bool) -> Path:
 def train_cmd(
     config: Path,
     corpus: Path,
-    encoder_dir: Path,
+    encoder_path: Optional[Path],
     out: Path,
     steps: int,
     dev_limit: int,
@@ -126,7 +129,7 @@ def train_cmd(
         key, _, value = item.partition("=")
         extra += [f"--{key}", value]
     extra += ["--training.eval_frequency", "100000"]
-    return spacy_train_cmd(config, corpus, encoder_dir, out / "model", steps, extra)
+    return spacy_train_cmd(config, corpus, encoder_path, out / "model", steps, extra)
 
 
 def run_training(cmd: List[str], out: Path) -> Dict[str, float]:
@@ -197,8 +200,10 @@ def main(
 ):
     """Time `spacy train` from its start to its first step and over --steps steps, and its
     peak memory, for each config on the full-size synthetic English MultiNERD."""
-    from scripts.encoder import resolve
-
+    cfgs = [ROOT / "configs" / f"{config}.cfg" for config in configs.split(",")]
+    require_inputs(cfgs, "Name configs of configs/ with --configs, e.g. cnn,trf.")
+    # stops here, before the corpus is made, when a config needs an encoder that is missing
+    encoder_path = encoder_dir(encoder if any(map(needs_encoder, cfgs)) else None)
     described = machine()
     print(described)
     corpus = prepare(workdir, scale, shard_size)
@@ -208,7 +213,6 @@ def main(
         + ", ".join(f"{s} {v['sentences']:,} sentences" for s, v in stats.items())
         + f", {sum(v['tokens'] for v in stats.values()):,} tokens"
     )
-    encoder_dir = resolve(encoder)
     if reader_epoch:
         cmd = [sys.executable, "-m", "benchmarks.reader_epoch", str(corpus / "train")]
         subprocess.run(cmd, cwd=ROOT, env=child_env(), check=True)
@@ -218,7 +222,7 @@ def main(
             out = workdir / "runs" / f"{config}-{repeat + 1}"
             shutil.rmtree(out, ignore_errors=True)
             cfg = bench_config(config, out, spacy_reader)
-            cmd = train_cmd(cfg, corpus, encoder_dir, out, steps + 1, dev_limit, override)
+            cmd = train_cmd(cfg, corpus, encoder_path, out, steps + 1, dev_limit, override)
             r = run_training(cmd, out)
             r["words_per_s"] = words_per_s(r.pop("batches"), steps)
             results[config].append(r)

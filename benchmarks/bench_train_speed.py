@@ -9,6 +9,7 @@ by default; --gpu-id 0 on a GPU machine.
 import json
 import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -18,7 +19,17 @@ import typer
 
 from scripts.architectures import StreamedCorpus
 
-from .common import ROOT, child_env, read_batches, spacy_train_cmd, timed_config
+from .common import (
+    CORPUS_STEP,
+    ROOT,
+    child_env,
+    encoder_dir,
+    needs_encoder,
+    read_batches,
+    require_inputs,
+    spacy_train_cmd,
+    timed_config,
+)
 
 
 def main(
@@ -31,10 +42,12 @@ def main(
     output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
 ):
     from scripts.check_gpu import require
-    from scripts.encoder import resolve
 
     require(gpu_id)
-    model_dir = resolve(encoder)
+    cfgs = {config: ROOT / "configs" / f"{config}.cfg" for config in configs.split(",")}
+    require_inputs(cfgs.values(), "Name configs of configs/ with --configs, e.g. trf,cnn.")
+    require_inputs([corpus / n for n in ("train", "dev.spacy", "labels/ner.json")], CORPUS_STEP)
+    model_dir = encoder_dir(encoder if any(map(needs_encoder, cfgs.values())) else None)
     # what --corpora.train.limit trains on: the first sentences of the shards, in file order
     docs = list(StreamedCorpus(corpus / "train", limit=sentences).docs(spacy.blank("en").vocab))
     words = sum(len(d) for d in docs)
@@ -43,12 +56,12 @@ def main(
         f"{sentences:,} sentences, {words:,} words, one epoch, gpu_id {gpu_id}, backbone {encoder}"
     )
     results = {}
-    for config in configs.split(","):
+    for config, cfg in cfgs.items():
         rates = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 log, timed = Path(tmp) / "batches.tsv", Path(tmp) / f"{config}.cfg"
-                timed_config(ROOT / "configs" / f"{config}.cfg", log).to_disk(timed)
+                timed_config(cfg, log).to_disk(timed)
                 cmd = spacy_train_cmd(
                     timed,
                     corpus,
@@ -69,6 +82,11 @@ def main(
                 )
                 subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
                 starts = [t for t, _ in read_batches(log)]
+                if len(starts) < 3:
+                    sys.exit(
+                        f"{config}: {len(starts)} training step(s) in {sentences:,} sentences, "
+                        "too few to time (step 0 is left out): give more --sentences."
+                    )
                 # mean words a step over the mean time a step, from step 1 to the last
                 per_step = (starts[-1] - starts[1]) / (len(starts) - 2)
                 rates.append(words / len(starts) / per_step)

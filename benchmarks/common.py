@@ -1,6 +1,7 @@
-"""What the benchmark scripts share: the project root, their child processes' environment, the
-memory of a process tree, a measure of how fast the machine is right now, `spacy train` with
-the batch timer and the synthetic MultiNERD of the official size."""
+"""What the benchmark scripts share: the project root, the checks of their inputs (each stops
+with one line that names what is missing and how to make it), their child processes'
+environment, the memory of a process tree, a measure of how fast the machine is right now,
+`spacy train` with the batch timer and the synthetic MultiNERD of the official size."""
 
 import json
 import os
@@ -10,13 +11,50 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from tqdm import tqdm
 
 from scripts.labels import DATASETS, MULTINERD_TAGS
 
 ROOT = Path(__file__).resolve().parent.parent
+CORPUS_STEP = (
+    "Make it with `python -m spacy project run corpus . --vars.dataset=conll2003 "
+    "--vars.source=<your CoNLL-2003 directory>` (docs/benchmarks.md)."
+)
+
+
+def require_inputs(paths: Iterable[Path], how: str) -> None:
+    """Stop with one line at the first input that is missing: its path and `how` to make it."""
+    for path in paths:
+        if not Path(path).exists():
+            sys.exit(f"{path}: not found. {how}")
+
+
+def require_pipeline(model: str, how: str) -> None:
+    """Stop with one line unless `model` is a pipeline directory or an installed package."""
+    from spacy.util import is_package
+
+    if not Path(model).exists() and not is_package(model):
+        sys.exit(f"{model}: no such pipeline directory or installed package. {how}")
+
+
+def needs_encoder(config: Path) -> bool:
+    """Whether a training config reads the pretrained encoder (`${paths.transformer}`)."""
+    return "${paths.transformer}" in config.read_text(encoding="utf-8")
+
+
+def encoder_dir(package: Optional[str]) -> Optional[Path]:
+    """The model directory of an installed encoder package (None for None); stops with one line
+    that names the install when the package is missing."""
+    from scripts.encoder import resolve
+
+    if package is None:
+        return None
+    try:
+        return resolve(package)
+    except LookupError as err:
+        sys.exit(str(err))
 
 
 def child_env(**extra: str) -> dict:
@@ -107,8 +145,9 @@ def read_batches(path) -> List[Tuple[float, int]]:
 
 
 def spacy_train_cmd(config, corpus, model_dir, output, steps, extra, gpu_id: int = -1):
-    """`spacy train` of a config on a corpus folder with the backbone and the benchmarks' code
-    (the project's architectures and the batch timer); on a GPU with mixed precision."""
+    """`spacy train` of a config on a corpus folder with the backbone (model_dir; None for a
+    config without one) and the benchmarks' code (the project's architectures and the batch
+    timer); on a GPU with mixed precision."""
     return [
         sys.executable,
         "-m",
@@ -125,8 +164,7 @@ def spacy_train_cmd(config, corpus, model_dir, output, steps, extra, gpu_id: int
         str(corpus / "dev.spacy"),
         "--paths.labels",
         str(corpus / "labels" / "ner.json"),
-        "--paths.transformer",
-        str(model_dir),
+        *(["--paths.transformer", str(model_dir)] if model_dir else []),
         "--paths.log",
         str(output / "train_log.jsonl"),
         "--system.mixed_precision",

@@ -18,7 +18,9 @@ def peak_rss_mib() -> float:
 
 
 def main(
-    train: Path = typer.Argument(..., help="A training corpus: a .spacy file or directory"),
+    train: Path = typer.Argument(
+        ..., help="A training corpus: a .spacy file or directory", exists=True
+    ),
     buffer: int = typer.Option(10_000, help="Shuffle buffer, as [corpora.train] buffer"),
     checkpoints: str = typer.Option("20000,100000", help="Print after these many examples"),
 ):

@@ -1,8 +1,9 @@
 """What does `pip install -r requirements-gpu.txt` install on a fresh machine? Asks pip's
-resolver, against the package index and with the local pip configuration left out, for each
-supported CPython on Linux x86_64, and checks that torch and CuPy are built for one CUDA
-version, that each CUDA library is installed once, and that the spaCy stack fits (NumPy 2,
-spacy-transformers' bound on transformers). Nothing is downloaded but metadata.
+resolver, against pip's default index (PyPI) and with the local pip configuration left out,
+for each supported CPython on Linux x86_64, and checks that torch and CuPy are built for one
+CUDA version, that each CUDA library is installed once, and that the spaCy stack fits (NumPy
+2, spacy-transformers' bound on transformers). Nothing is downloaded but metadata, and, where
+this environment's pip is older than MIN_PIP, a current pip into a temporary environment.
 
     python -m scripts.check_install                      # both GPU requirement files, 3.10-3.13
     python -m scripts.check_install requirements-gpu.txt --python 3.12 --markdown
@@ -16,8 +17,10 @@ import re
 import subprocess
 import sys
 import tempfile
+import venv
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -31,7 +34,10 @@ from wasabi import msg
 from .check_gpu import GPU_REQUIREMENTS, cuda_major_of_package, is_cupy
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
-INDEX_URL = "https://pypi.org/simple"
+# The first pip that resolves for another platform without installing (`--dry-run` with
+# `--platform`); older ones stop with "Can not use any platform or abi specific options unless
+# installing via '--target'". CPython 3.11's `python -m venv` gives pip 23.2.1.
+MIN_PIP = Version("23.3")
 # A machine accepts every manylinux_2_X wheel up to its glibc, while pip given --platform
 # accepts only the tags named: torch, triton and NCCL publish _2_28, _2_27 and _2_18 wheels.
 # 2.35 is Ubuntu 22.04's glibc.
@@ -258,17 +264,59 @@ def source_only_requirements(files: List[Path]) -> List[str]:
     return sorted(set(found))
 
 
-def build_wheels(requirements: List[str], out: Path, index_url: str) -> None:
+@dataclass
+class Pip:
+    """`python -m pip` of one environment, asking `index_url` (None: pip's default, PyPI),
+    with the local pip configuration left out."""
+
+    python: str
+    index_url: Optional[str] = None
+
+    def run(self, command: str, *args: str) -> subprocess.CompletedProcess:
+        index = ["--index-url", self.index_url] if self.index_url else []
+        return subprocess.run(
+            [self.python, "-m", "pip", command, "--quiet", *index, *args],
+            capture_output=True,
+            text=True,
+            env=clean_environment(),
+        )
+
+
+def resolver_pip(work: Path, index_url: Optional[str]) -> Pip:
+    """This environment's pip if it is MIN_PIP or newer; else a current pip, installed from
+    the index into a temporary environment under `work`."""
+    try:
+        mine = metadata.version("pip")
+        if Version(mine) >= MIN_PIP:
+            return Pip(sys.executable, index_url)
+    except metadata.PackageNotFoundError:
+        mine = "(none)"
+    msg.info(
+        f"This environment's pip {mine} cannot resolve for another platform: installing pip "
+        f"{MIN_PIP} or newer into a temporary environment"
+    )
+    env_dir = work / "pip-env"
+    pip = Pip(str(env_dir / "bin" / "python"), index_url)
+    try:
+        venv.create(env_dir, with_pip=True)
+        run = pip.run("install", f"pip>={MIN_PIP}")
+        error = last_error(run.stderr) if run.returncode != 0 else ""
+    except (OSError, subprocess.CalledProcessError) as err:
+        error = str(err)
+    if error:
+        raise RuntimeError(
+            f"this environment's pip {mine} cannot resolve for another platform, and pip "
+            f"{MIN_PIP} or newer could not be installed into a temporary environment ({error}). "
+            "Upgrade yours: python -m pip install --upgrade pip"
+        )
+    return pip
+
+
+def build_wheels(requirements: List[str], out: Path, pip: Pip) -> None:
     """Pure-Python wheels of source-only requirements, for pip's --find-links."""
     if not requirements:
         return
-    cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--index-url"]
-    run = subprocess.run(
-        cmd + [index_url, "--wheel-dir", str(out), *requirements],
-        capture_output=True,
-        text=True,
-        env=clean_environment(),
-    )
+    run = pip.run("wheel", "--no-deps", "--wheel-dir", str(out), *requirements)
     if run.returncode != 0:
         raise RuntimeError(f"building {', '.join(requirements)}: {last_error(run.stderr)}")
     impure = [w.name for w in out.glob("*.whl") if not w.name.endswith("-none-any.whl")]
@@ -277,22 +325,14 @@ def build_wheels(requirements: List[str], out: Path, index_url: str) -> None:
 
 
 def resolve(
-    requirements: Path,
-    python: str,
-    glibc: str,
-    index_url: str,
-    wheels: Path,
-    report: Path,
+    requirements: Path, python: str, glibc: str, pip: Pip, wheels: Path, report: Path
 ) -> Resolution:
     """Ask pip what `pip install -r requirements` installs for CPython `python`."""
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
-    cmd += ["--report", str(report), "--index-url", index_url, "--find-links", str(wheels)]
-    cmd += ["--python-version", python, "--implementation", "cp", "--only-binary=:all:"]
+    args = ["--dry-run", "--ignore-installed", "--report", str(report), "--find-links", str(wheels)]
+    args += ["--python-version", python, "--implementation", "cp", "--only-binary=:all:"]
     for tag in platform_tags(glibc):
-        cmd += ["--platform", tag]
-    run = subprocess.run(
-        cmd + ["-r", str(requirements)], capture_output=True, text=True, env=clean_environment()
-    )
+        args += ["--platform", tag]
+    run = pip.run("install", *args, "-r", str(requirements))
     res = Resolution(str(requirements), python)
     if run.returncode != 0 or not report.exists():
         res.error = last_error(run.stderr)
@@ -312,7 +352,9 @@ def main(
     ),
     python: List[str] = typer.Option(list(PYTHONS), help="CPython versions to resolve for"),
     glibc: str = typer.Option(GLIBC, help="The target machine's glibc (manylinux tags)"),
-    index_url: str = typer.Option(INDEX_URL, help="The package index users install from"),
+    index_url: Optional[str] = typer.Option(
+        None, help="The package index users install from (default: pip's, PyPI)"
+    ),
     reports: Optional[Path] = typer.Option(None, help="Keep pip's JSON reports in this folder"),
     as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table"),
 ):
@@ -330,19 +372,20 @@ def main(
         wheels = Path(tmp) / "wheels"
         wheels.mkdir()
         try:
-            build_wheels(source_only_requirements(files), wheels, index_url)
+            pip = resolver_pip(Path(tmp), index_url)
+            build_wheels(source_only_requirements(files), wheels, pip)
         except RuntimeError as err:
             msg.fail(f"Cannot check the install: {err}", exits=1)
         jobs = [(f, v) for f in files for v in python]
         msg.info(
-            f"Resolving {len(jobs)} installs against {index_url} for Linux x86_64, glibc "
+            f"Resolving {len(jobs)} installs against {index_url or 'PyPI'} for Linux x86_64, glibc "
             f"{glibc} (pip reads package metadata only; a minute or two)"
         )
 
         def one(job) -> Tuple[Resolution, List[str]]:
             path, version = job
             report = work / f"{path.stem}-py{version}.json"
-            res = resolve(path, version, glibc, index_url, wheels, report)
+            res = resolve(path, version, glibc, pip, wheels, report)
             found = problems(res)
             print(f"{'✘' if found else '✔'} {path.name} on Python {version}", flush=True)
             return res, found

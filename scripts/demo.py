@@ -5,7 +5,7 @@ meta.
 
     spacy project run demo                        # the pipelines the workflow trained
     spacy project run demo . --vars.demo_a=en_multinerd_a_trf --vars.demo_b=en_multinerd_b_trf
-    python -m streamlit run scripts/demo.py -- MODEL_A MODEL_B
+    python -m streamlit run scripts/demo.py --server.address 127.0.0.1 -- MODEL_A MODEL_B
 
 MODEL_A and MODEL_B are anything spacy.load takes: a pipeline directory
 (training/<name>/model-best) or an installed package name.

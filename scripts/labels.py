@@ -99,6 +99,8 @@ class Dataset:
     references: Dict[str, Reference] = field(default_factory=dict)
     url: str = ""
     license: str = ""
+    # what the licence means for a pipeline trained on the data (the package's README says it)
+    terms: str = ""
 
 
 DATASETS: Dict[str, Dataset] = {
@@ -131,6 +133,10 @@ DATASETS: Dict[str, Dataset] = {
         },
         url="https://huggingface.co/datasets/Babelscape/multinerd",
         license="CC BY-NC-SA 4.0",
+        terms=(
+            "A pipeline trained on MultiNERD inherits its CC BY-NC-SA 4.0 terms: non-commercial "
+            "use only, with attribution, and what you share of it under the same licence."
+        ),
     ),
     "conll2003": Dataset(
         "conll2003",
@@ -142,6 +148,7 @@ DATASETS: Dict[str, Dataset] = {
         },
         url="https://www.clips.uantwerpen.be/conll2003/ner/",
         license="Reuters Corpus terms (research use only)",
+        terms="A pipeline trained on CoNLL-2003 inherits the Reuters Corpus terms: research only.",
     ),
     "iob": Dataset("iob", "Any IOB1/IOB2 corpus given as train/dev/test files", None),
 }

@@ -19,10 +19,11 @@ def build_meta(model: Path, stats: dict, metrics: dict, name: str, version: str)
         {
             "name": name,
             "version": version,
+            # spacy package writes this as the package's README, above the licence row
             "description": (
                 f"Named entity recognition trained on {dataset.description}. "
-                f"{scheme.description}. Labels: {', '.join(stats['labels'])}."
-            ),
+                f"{scheme.description}. Labels: {', '.join(stats['labels'])}. {dataset.terms}"
+            ).strip(),
             "license": dataset.license,
             "sources": [
                 {"name": dataset.description, "url": dataset.url, "license": dataset.license}

@@ -1,13 +1,23 @@
 """The scoring parts of the benchmarks: what they count must be right, or the figures in
-benchmarks/RESULTS.md mean nothing. (The benchmarks themselves are project commands.)"""
+benchmarks/RESULTS.md mean nothing. (The benchmarks themselves are project commands.) And what
+a fresh clone with the install docs/benchmarks.md names meets: every module they import is a
+named requirement, and a missing input stops a benchmark with one line, never a traceback."""
 
+import ast
 import json
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from benchmarks.bench_accuracy import hf_encode
 from benchmarks.bench_inference import exact_f1, load_test
 from scripts.tiny_transformer import build_tiny_transformer
+
+from .conftest import ROOT, run_cli
 
 SENTS = [
     {
@@ -247,3 +257,107 @@ def test_synthetic_set_has_the_official_proportions_and_is_generated_once(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no .partial left
     monkeypatch.setattr(common, "write_split", None)  # a second call writes nothing
     common.make_synthetic(source, scale=0.001)
+
+
+def requirement_names(path: Path) -> set:
+    """The distributions a requirements file names, through its -r lines."""
+    names = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r"):
+            names |= requirement_names(path.parent / line[2:].strip())
+        elif line:
+            names.add(canonicalize_name(Requirement(line).name))
+    return names
+
+
+def imported_modules(folder: Path) -> dict:
+    """{top-level module: files} of every import in the folder's Python files."""
+    found = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                found.setdefault(module.split(".")[0], set()).add(path.name)
+    return found
+
+
+def test_every_module_the_benchmarks_import_is_a_named_requirement():
+    named = requirement_names(ROOT / "requirements-bench.txt")
+    distributions = packages_distributions()
+    imported = imported_modules(ROOT / "benchmarks")
+    assert {"psutil", "typer", "torch"} <= set(imported)  # the parser finds them
+    missing = []
+    for module, files in sorted(imported.items()):
+        if module in sys.stdlib_module_names or (ROOT / module).is_dir():
+            continue  # the standard library, the project's own scripts/ and benchmarks/
+        provided_by = {canonicalize_name(d) for d in distributions.get(module, [module])}
+        if not provided_by & named:
+            missing.append(f"{module} ({', '.join(sorted(files))}): from {sorted(provided_by)}")
+    assert not missing, "not in requirements-bench.txt or requirements.txt: " + "; ".join(missing)
+
+
+def one_line_stop(result, *expected: str) -> str:
+    """The one line a benchmark stopped with; it must name each of `expected`."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    for text in expected:
+        assert text in line
+    return line
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (
+            ["benchmarks.bench_accuracy", "--corpus", "{tmp}/corpus", "--out", "{tmp}/out"],
+            ["train.jsonl: not found", "spacy project run corpus"],
+        ),
+        (
+            ["benchmarks.bench_train_speed", "--corpus", "{tmp}/corpus"],
+            ["{tmp}/corpus/train: not found", "spacy project run corpus"],
+        ),
+        (
+            ["benchmarks.bench_inference", "--spacy-model", "{tmp}/spacy-model"]
+            + ["--hf-model", "{tmp}/hf-model", "--assets", "{tmp}"],
+            ["{tmp}/test.jsonl: not found"],
+        ),
+        (
+            ["benchmarks.bench_inference", "--spacy-model", "{tmp}/spacy-model"]
+            + ["--hf-model", "{tmp}/hf-model", "--assets", "{tmp}/assets"],
+            ["{tmp}/spacy-model: no such pipeline", "spacy project run bench-accuracy"],
+        ),
+        (
+            ["benchmarks.bench_annotate", "--model", "{tmp}/model", "--work", "{tmp}/work"],
+            ["{tmp}/model: no such pipeline", "--vars.dataset=conll2003"],
+        ),
+        (
+            ["benchmarks.bench_train_scale", "--configs", "cnn,trf", "--encoder", "no_such_encoder"]
+            + ["--workdir", "{tmp}/work"],
+            ["'no_such_encoder' is not installed", "requirements-encoder.txt"],
+        ),
+    ],
+    ids=["accuracy", "train-speed", "inference-data", "inference-model", "annotate", "scale"],
+)
+def test_a_missing_input_stops_a_benchmark_with_one_line(tmp_path, args, expected):
+    (tmp_path / "assets").mkdir()  # {tmp}/assets has the test split, {tmp} nothing
+    (tmp_path / "assets" / "test.jsonl").write_text(json.dumps(SENTS[0]) + "\n")
+    result = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path)
+    one_line_stop(result, *[e.replace("{tmp}", str(tmp_path)) for e in expected])
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()  # before work
+
+
+def test_bench_train_scale_with_cnn_alone_needs_no_encoder(tmp_path):
+    """cnn reads no pretrained encoder: a missing encoder package does not stop it."""
+    args = ["benchmarks.bench_train_scale", "--configs", "cnn", "--encoder", "no_such_encoder"]
+    args += ["--scale", "0.001", "--repeats", "0", "--workdir", str(tmp_path)]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stats = json.loads((tmp_path / "corpus" / "multinerd_a" / "stats.json").read_text())
+    assert stats["splits"]["train"]["sentences"] > 0

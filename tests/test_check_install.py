@@ -1,9 +1,12 @@
 """check-install: what pip would install for the GPU on a fresh machine. Its reading and its
-verdicts are checked on stored pip reports (no network); one test asks the live index."""
+verdicts are checked on stored pip reports, and an old pip offline (no network); one test,
+marked `live`, asks the live index."""
 
 import copy
 import json
+import subprocess
 import sys
+import sysconfig
 
 import pytest
 from typer.testing import CliRunner
@@ -103,6 +106,7 @@ def test_source_only_requirements_are_found_through_r_lines():
 
 def test_the_command_prints_one_table_and_exits_1_with_the_reason(monkeypatch, tmp_path):
     reports = {"3.11": "cuda13-py3.11.json", "3.10": "torch2.10-cupy13-py3.11.json"}
+    monkeypatch.setattr(check_install, "resolver_pip", lambda *args: None)
     monkeypatch.setattr(check_install, "build_wheels", lambda *args: None)
     monkeypatch.setattr(
         check_install,
@@ -124,31 +128,49 @@ def test_the_command_prints_one_table_and_exits_1_with_the_reason(monkeypatch, t
     assert result.exit_code == 0, result.output
 
 
-def index_unreachable() -> str:
-    import requests
+def test_an_old_pip_stops_with_one_line_that_names_the_pip_needed(tmp_path):
+    """The pip that `python -m venv` gives on CPython 3.11 (23.2.1) refuses --dry-run with
+    --platform: check-install, run with it and no index to reach, tries a current pip in a
+    temporary environment and stops with one line: the pip it needs and the upgrade command."""
+    old = tmp_path / "old-pip"
+    subprocess.run([sys.executable, "-m", "venv", str(old)], check=True)
+    python = old / "bin" / "python"
+    pip = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True)
+    old_version = pip.stdout.split()[1]  # "pip 23.2.1 from ..."
+    if check_install.Version(old_version) >= check_install.MIN_PIP:
+        pytest.skip(f"this Python's venv gives a pip new enough: {pip.stdout.strip()}")
+    # the project's dependencies from this environment, after the venv's own pip
+    (old_site,) = old.glob("lib/python*/site-packages")
+    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (old_site / "deps.pth").write_text("\n".join(sorted(here)) + "\n")
+    unreachable = "http://127.0.0.1:9/simple"
+    run = subprocess.run(
+        [python, "-m", "scripts.check_install", "requirements-gpu.txt", "--python", "3.11"]
+        + ["--index-url", unreachable],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**check_install.os.environ, "PIP_RETRIES": "0", "PIP_DEFAULT_TIMEOUT": "5"},
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr
+    (message,) = " ".join(run.stdout.split()).split("✘")[1:]  # one message (wrapped to 80)
+    assert message.startswith(f" Cannot check the install: this environment's pip {old_version} ")
+    assert f"pip {check_install.MIN_PIP} or newer could not be installed" in message
+    assert "python -m pip install --upgrade pip" in message
 
-    try:
-        requests.head(check_install.INDEX_URL + "/pip/", timeout=5)
-    except requests.RequestException as err:
-        return str(err)
-    return ""
 
-
-@pytest.mark.slow
+@pytest.mark.live
 def test_requirements_gpu_resolves_today_for_this_python(tmp_path):
-    """The live index: what a fresh machine with this Python would install today."""
-    reason = index_unreachable()
-    if reason:
-        pytest.skip(f"the package index cannot be reached: {reason}")
+    """The live index: what a fresh machine with this Python would install today (with a
+    current pip of its own where this environment's is too old)."""
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     files = [ROOT / "requirements-gpu.txt"]
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    check_install.build_wheels(
-        check_install.source_only_requirements(files), wheels, check_install.INDEX_URL
-    )
+    pip = check_install.resolver_pip(tmp_path, None)
+    check_install.build_wheels(check_install.source_only_requirements(files), wheels, pip)
     res = check_install.resolve(
-        files[0], python, check_install.GLIBC, check_install.INDEX_URL, wheels, tmp_path / "r.json"
+        files[0], python, check_install.GLIBC, pip, wheels, tmp_path / "r.json"
     )
     assert problems(res) == [], row(res)
     assert "seqeval" in res.packages

@@ -1,5 +1,14 @@
 """The demo page, run headless by streamlit's AppTest on two tiny pipelines: both columns, the
-entities with their labels and fixed colours, the examples, and the scores from the meta."""
+entities with their labels and fixed colours, the examples, and the scores from the meta. And
+the project's `demo` command: the address it listens on, and no usage statistics."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +19,8 @@ import spacy  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from scripts.labels import ENTITY_COLORS, MULTINERD_TYPES, SCHEMES  # noqa: E402
+
+from .conftest import ROOT  # noqa: E402
 
 PATTERNS = {
     "John Snow": "PER",
@@ -142,3 +153,52 @@ def test_own_text_and_the_scores_from_the_meta(models):
 def test_colours_cover_every_type_and_differ():
     assert set(MULTINERD_TYPES) <= set(ENTITY_COLORS)
     assert len(set(ENTITY_COLORS.values())) == len(ENTITY_COLORS)
+
+
+def listening_addresses(port: int) -> set:
+    """The addresses that sockets of this machine listen on at `port` (Linux's /proc/net)."""
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                if width == 8:  # IPv4, little-endian
+                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:  # IPv6, four little-endian words
+                    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_the_demo_command_listens_on_localhost_only_and_sends_no_statistics(models):
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "spacy", "project", "run", "demo", str(ROOT)]
+    cmd += [f"--vars.demo_a={models[0]}", f"--vars.demo_b={models[1]}", f"--vars.demo_port={port}"]
+    env = {**os.environ, "STREAMLIT_SERVER_HEADLESS": "true"}
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,  # its own process group: stopped with streamlit, its child
+    )
+    try:
+        deadline, addresses = time.monotonic() + 90, set()
+        while not addresses and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            addresses = listening_addresses(port)
+        time.sleep(1)  # a second socket (IPv6, say) would be open by now
+        addresses = listening_addresses(port)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0]
+    assert addresses == {"127.0.0.1"}, output
+    assert f"URL: http://127.0.0.1:{port}" in output and "Network URL" not in output
+    assert "usage statistics" not in output

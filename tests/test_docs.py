@@ -6,6 +6,8 @@ only, not of where it was developed."""
 
 import importlib
 import re
+import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List
@@ -55,11 +57,33 @@ def project() -> Dict:
     return srsly.read_yaml(ROOT / "project.yml")
 
 
+def readme_block(marker: str) -> List[str]:
+    """The lines of the fenced code block after `<!-- marker -->` in the README."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"<!-- {marker} -->") + 1
+    assert lines[start] == "```bash", f"no code block after <!-- {marker} -->"
+    return [line for line in lines[start + 1 : lines.index("```", start + 1)] if line]
+
+
 def test_readme_is_short_and_keeps_its_test_command():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines"
-    marker = lines.index("<!-- test-command -->")
-    assert lines[marker + 1] == "```bash" and "python -m pytest" in lines[marker + 2]
+    assert readme_block("test-command")[-1] == "python -m pytest"
+
+
+def test_ci_runs_the_readme_lines_and_sets_up_nothing_else():
+    """.ci/run runs the README's lint block and its set-up and test block, in that order, with
+    the pip of a fresh venv: no install or upgrade of its own; and the README pins one torch."""
+    ci = ROOT / ".ci" / "run"
+    listed = subprocess.run(["bash", str(ci), "--print"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == readme_block("lint-command") + readme_block("test-command")
+    own = [
+        ln for ln in ci.read_text(encoding="utf-8").splitlines() if not ln.lstrip().startswith("#")
+    ]
+    assert not [ln for ln in own if re.search(r"\b(install|upgrade|ensurepip)\b", ln, re.I)]
+    torches = set(re.findall(r"pip install torch==(\S+)", README.read_text(encoding="utf-8")))
+    assert len(torches) == 1, f"the README installs torch {sorted(torches)}: one version"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
@@ -89,14 +113,80 @@ def test_every_relative_link_resolves(document):
             assert path.suffix == ".md" and anchor in anchors(path), f"{link}: no such heading"
 
 
+def project_runs(document: Path) -> List[List[str]]:
+    """The arguments of every `spacy project run` a reader may copy from the document."""
+    runs = []
+    for line in code_of(document.read_text(encoding="utf-8")).splitlines():
+        for rest in re.findall(r"spacy project run (.*)", line):
+            args = shlex.split(re.split(r"\s#|[|;&]", rest)[0])
+            if not args[0].startswith("<"):  # `spacy project run <command>`
+                runs.append(args)
+    return runs
+
+
+def var_overrides(run: List[str]) -> Dict:
+    """The --vars.X=Y of a `spacy project run`, parsed as weasel parses them."""
+    from weasel.util import parse_config_overrides
+
+    overrides = parse_config_overrides([a for a in run[1:] if a.startswith("--")], env_var=None)
+    assert all(k.startswith("vars.") for k in overrides), f"not a var: {list(overrides)}"
+    return overrides
+
+
+def loaded_project(tmp_path: Path, run: List[str]) -> Dict:
+    """project.yml as weasel loads it for `spacy project run` with these arguments: its
+    vars overridden by the --vars.X=Y given (weasel stops on a var project.yml lacks)."""
+    from weasel.util import load_project_config
+
+    overrides = var_overrides(run)
+    shutil.copy(ROOT / "project.yml", tmp_path / "project.yml")  # weasel makes its folders
+    try:
+        return load_project_config(tmp_path, overrides=overrides)
+    except SystemExit:
+        pytest.fail(f"spacy project run {' '.join(run)}: weasel refuses its vars")
+
+
+def run_scripts(tmp_path: Path, run: List[str]) -> str:
+    """The scripts, after weasel's substitution of the vars, of what the run runs."""
+    config = loaded_project(tmp_path, run)
+    names = {c["name"] for c in config["commands"]} | set(config["workflows"])
+    assert run[0] in names, f"`spacy project run {run[0]}`: no such command in project.yml"
+    steps = config["workflows"].get(run[0], [run[0]])
+    return " ".join(s for c in config["commands"] if c["name"] in steps for s in c["script"])
+
+
 @pytest.mark.parametrize("document", DOCUMENTS, ids=ids(DOCUMENTS))
-def test_every_project_command_and_var_shown_exists(document):
+def test_every_project_run_shown_loads_in_weasel_with_its_vars(document, tmp_path):
+    """Each `spacy project run` shown names a command or workflow, and each --vars.X=Y a var
+    of project.yml (weasel itself ignores an unknown one) that changes what the run runs."""
+    known = project()["vars"]
+    for run in project_runs(document):
+        scripts = run_scripts(tmp_path, run)
+        for i, option in enumerate(run):
+            if option.startswith("--vars."):
+                var = option.partition("=")[0][len("--vars.") :]
+                assert var in known, f"{option}: no such var in project.yml"
+                probe = run[:i] + [f"--vars.{var}=__probe__"] + run[i + 1 :]
+                assert run_scripts(tmp_path, probe) != scripts, f"{run}: {option} changes nothing"
+
+
+def test_the_readme_wheel_is_what_its_run_builds(tmp_path):
+    """The wheel the README installs is an output of `package` with the vars of one of the
+    README's `spacy project run all` lines."""
+    wheels = re.findall(r"pip install (packages/\S+\.whl)", README.read_text(encoding="utf-8"))
+    built = set()
+    for run in project_runs(README):
+        if run[0] == "all":
+            config = loaded_project(tmp_path, run)
+            built |= {o for c in config["commands"] if c["name"] == "package" for o in c["outputs"]}
+    assert wheels and set(wheels) <= built, f"{wheels} not among {sorted(built)}"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=ids(DOCUMENTS))
+def test_every_project_step_and_var_named_exists(document):
     config = project()
     names = {c["name"] for c in config["commands"]} | set(config["workflows"])
     text = " ".join(document.read_text(encoding="utf-8").replace("\\\n", " ").split())
-    runs = re.findall(r"spacy project run ([\w-]+)", text)
-    for name in runs:
-        assert name in names, f"`spacy project run {name}`: no such command in project.yml"
     for named in re.findall(r"`([\w-]+)`(?:/`([\w-]+)`)? (?:steps?|command)\b", text):
         for n in filter(None, named):  # "the `evaluate` step", "`train-a`/`train-b` steps"
             assert n in names, f"the `{n}` step: no such command in project.yml"
@@ -144,6 +234,43 @@ def test_every_repository_path_shown_exists(document):
         assert (ROOT / path).exists(), f"{path}: not in the repository"
 
 
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def at_commit(commit: str, path: str) -> str:
+    """The text of `path` at `commit` of the repository's history ("" if it has none)."""
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True
+    )
+    return shown.stdout if shown.returncode == 0 else ""
+
+
+def test_every_command_in_results_is_in_the_tree_or_names_the_commit_that_had_it():
+    """Each `python -m` module, script or config and `spacy project run` command named in
+    benchmarks/RESULTS.md exists, or its paragraph names a commit of the history that has it."""
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("needs the repository's history (git)")
+    commands = {c["name"] for c in project()["commands"]} | set(project()["workflows"])
+    checked = 0
+    for paragraph in re.split(r"\n\s*\n", RESULTS.read_text(encoding="utf-8")):
+        flat = " ".join(paragraph.split())
+        commits = re.findall(r"\bcommit ([0-9a-f]{7,40})\b", flat, flags=re.I)
+        modules = re.findall(r"python -m ((?:scripts|benchmarks)\.\w+)", flat)
+        files = [m.replace(".", "/") + ".py" for m in modules] + re.findall(
+            r"(?<![\w/.-])((?:scripts|benchmarks|configs)/[\w/-]+\.(?:py|cfg))", flat
+        )
+        for path in files:
+            assert (ROOT / path).exists() or any(at_commit(c, path) for c in commits), (
+                f"{path}: not in the tree, and no commit beside it that has it: {flat[:150]}"
+            )
+        for name in re.findall(r"spacy project run ([\w-]+)", flat):
+            assert name in commands or any(
+                f"- name: {name}\n" in at_commit(c, "project.yml") for c in commits
+            ), f"spacy project run {name}: no such command, and no commit beside it that has it"
+        checked += len(files) + len(modules)
+    assert checked > 20, "the parser found too few commands"
+
+
 # --- the repository speaks of the project only ---------------------------------------------
 # The patterns are built from parts, so that this file does not match them itself.
 WHERE_IT_WAS_MADE = [
@@ -183,6 +310,26 @@ def test_nothing_speaks_of_where_the_project_was_developed():
             if pattern.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}")
     assert not hits, "\n".join(hits)
+
+
+def test_no_package_index_address_is_written():
+    """pip knows where the Python Package Index is, and a user's pip may be configured for
+    another: the project names no index's address (PyTorch's CPU build is named in words)."""
+    # built from parts, so that this file does not match it itself
+    pattern = re.compile(
+        r"(pypi|pythonhosted)\." + r"org|download\." + r"pytorch\.org|/sim" + r"ple\b"
+    )
+    hits = []
+    for path in tracked_files():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue
+        hits += [
+            f"{path.relative_to(ROOT)}:{n}" for n, ln in enumerate(lines, 1) if pattern.search(ln)
+        ]
+    allowed = {"tests/test_check_install.py"}  # an unreachable index and a mirror, both made up
+    assert {h.split(":")[0] for h in hits} <= allowed, hits
 
 
 @pytest.mark.parametrize(

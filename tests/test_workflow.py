@@ -139,6 +139,17 @@ def test_package_meta_carries_scheme_dataset_and_test_scores(project):
 
 
 @pytest.mark.slow
+def test_each_package_readme_states_multinerds_licence_terms(project):
+    """`spacy package` writes the README from the meta's description: the licence's terms
+    stand there, where a user decides whether the pipeline may be used."""
+    for scheme in "ab":
+        (readme,) = (project["dir"] / "packages").glob(f"en_multinerd_{scheme}_tiny-*/README.md")
+        text = " ".join(readme.read_text(encoding="utf-8").split())
+        assert "inherits its CC BY-NC-SA 4.0 terms: non-commercial use only" in text
+        assert "under the same licence" in text
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_steps(project):
     again = run_cli(
         "spacy", "project", "run", "all", project["dir"], *project["vars"], cwd=project["dir"]
