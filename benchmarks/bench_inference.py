@@ -3,11 +3,17 @@
 raw test sentences with the same batch size, one after the other in one run (median of the
 timed passes, each system in its own process for its peak memory). Also the exact-span F1 of
 what each returns against the gold entities: a fast pipeline that cuts entities inside words
-is not a win.
+is not a win; and whether each returns the same entities as the first system.
 
     python -m benchmarks.bench_inference \
         --spacy-model benchmarks/runs/accuracy/spacy-model/model-best \
         --hf-model benchmarks/runs/accuracy/hf-model
+
+The project's CPU predictor against spacy-transformers' own path, on a pipeline of another
+encoder family (benchmarks/random_pipeline.py: random weights, the speed is the same):
+
+    python -m benchmarks.bench_inference --systems spacy,spacy-plain --limit 500 \
+        --spacy-model benchmarks/runs/random-deberta-v3-base/pipeline
 """
 
 import json
@@ -165,6 +171,7 @@ def worker(
         "seconds": times,
         "words_per_s": n_words / statistics.median(times),
         "exact_span_f1": exact_f1(set(pred), gold),
+        "entities": sorted(pred),  # compared with the first system's, then dropped
     }
     if gpu_id >= 0:
         import torch
@@ -175,7 +182,7 @@ def worker(
 
 def main(
     spacy_model: str = typer.Option(..., help="spaCy pipeline: path or installed package"),
-    hf_model: str = typer.Option(..., help="fine-tuned transformers model directory"),
+    hf_model: str = typer.Option("", help="fine-tuned transformers model (hf-* systems)"),
     assets: Path = typer.Option(ROOT / "assets" / "conll2003"),
     batch_size: int = typer.Option(64),
     repeats: int = typer.Option(3),
@@ -220,8 +227,11 @@ def main(
                 sys.exit(f"{system} failed:\n" + err.read()[-3000:])
         results[system] = json.loads(stdout.split("RESULT ", 1)[1])
         results[system]["peak_rss_mib"] = usage.ru_maxrss / 1024
-    first = next(iter(results))  # the ratios are against the first system
+    first = next(iter(results))  # the ratios and entities are against the first system
     r0 = results[first]
+    first_entities = {tuple(e) for e in r0["entities"]}
+    for r in results.values():
+        r["entities_not_as_first"] = len({tuple(e) for e in r.pop("entities")} ^ first_entities)
     print(
         f"{r0['sentences']:,} test sentences, {r0['words']:,} words, batch size {batch_size}, "
         f"{'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}, median of {repeats}"
@@ -233,7 +243,16 @@ def main(
             f"(runs {', '.join(f'{s:.1f}' for s in r['seconds'])} s), "
             f"exact-span F1 {100 * r['exact_span_f1']:.2f}, peak RSS {r['peak_rss_mib']:,.0f} MiB"
             + (f", peak GPU {r['peak_gpu_mib']:,.0f} MiB" if "peak_gpu_mib" in r else "")
-            + ("" if system == first else f"; {first} is {ratio:.2f}x")
+            + (
+                ""
+                if system == first
+                else f"; {first} is {ratio:.2f}x, "
+                + (
+                    "the same entities"
+                    if not r["entities_not_as_first"]
+                    else f"{r['entities_not_as_first']:,} entities not the same"
+                )
+            )
         )
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-# The tiny model's size: 2 layers of width 32 learn the fixture in a few dozen steps.
-SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+# tiny: 2 layers of width 32 learn the fixture in a few dozen steps. base: the size of BERT-base
+# (and of DeBERTa-v3-base, ELECTRA-base, ...), for speed figures, which do not depend on the
+# weights. Each family can adjust a size (Family.sizes).
+SIZES = {
+    "tiny": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+}
 MAX_PIECES = 512  # word pieces a text may have (the model's positions)
-VOCAB_SIZE = {"wordpiece": 400, "unigram": 400, "bpe": 600}  # bpe: 256 bytes, then merges
+# word pieces a tokenizer learns (at most: a few texts give fewer); bpe starts from 256 bytes
+VOCAB_SIZE = {
+    "tiny": {"wordpiece": 400, "unigram": 400, "bpe": 600},
+    "base": dict.fromkeys(("wordpiece", "unigram", "bpe"), 8000),
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +55,7 @@ class Family:
     lowercase: bool = False
     input_names: Tuple[str, ...] = ()  # the tokenizer's model_input_names, if not its class's
     sentencepiece: Dict = field(default_factory=dict)  # the SentencePiece model's own ids
+    sizes: Dict[str, Dict] = field(default_factory=dict)  # config changes for a size
 
 
 BERT_SPECIALS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")
@@ -88,6 +108,7 @@ FAMILIES: Dict[str, Family] = {
         BERT_SPECIALS,
         {"hidden_dim": 64},  # its names for the sizes: dim (hidden_size), ...
         lowercase=True,
+        sizes={"base": {"hidden_dim": 3072, "num_hidden_layers": 6}},
     ),
     "electra": Family(
         "electra",
@@ -97,6 +118,7 @@ FAMILIES: Dict[str, Family] = {
         BERT_SPECIALS,
         {"embedding_size": 16},  # smaller than the hidden size, as in ELECTRA's releases
         lowercase=True,
+        sizes={"base": {"embedding_size": 768}},
     ),
     "mpnet": Family(
         "mpnet",
@@ -117,6 +139,7 @@ FAMILIES: Dict[str, Family] = {
         BERT_SPECIALS,
         {**DEBERTA, "conv_kernel_size": 3, "conv_act": "gelu"},
         sentencepiece=DEBERTA_SPM,
+        sizes={"base": {"position_buckets": 256}},
     ),
     "deberta-v3": Family(
         "deberta-v2",
@@ -126,6 +149,7 @@ FAMILIES: Dict[str, Family] = {
         BERT_SPECIALS,
         DEBERTA,
         sentencepiece=DEBERTA_SPM,
+        sizes={"base": {"position_buckets": 256}},
     ),
     "modernbert": Family(
         "modernbert",
@@ -135,6 +159,7 @@ FAMILIES: Dict[str, Family] = {
         BERT_SPECIALS,
         {"global_attn_every_n_layers": 2, "local_attention": 16},
         input_names=("input_ids", "attention_mask"),
+        sizes={"base": {"global_attn_every_n_layers": 3, "local_attention": 128}},
     ),
 }
 
@@ -147,7 +172,7 @@ def family_of(config: Dict) -> Optional[str]:
     return model_type if model_type in FAMILIES else None
 
 
-def train_tokenizer(family: Family, texts: List[str]):
+def train_tokenizer(family: Family, texts: List[str], size: str):
     """A `tokenizers` Tokenizer of the family's kind (WordPiece or byte-level BPE), trained on
     `texts`, that adds the family's cls and sep tokens around a text."""
     from tokenizers import (
@@ -161,19 +186,19 @@ def train_tokenizer(family: Family, texts: List[str]):
     )
 
     cls, sep, _, unk, _ = family.specials
-    size = VOCAB_SIZE[family.tokenizer]
+    vocab = VOCAB_SIZE[size][family.tokenizer]
     if family.tokenizer == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token=unk))
         tok.normalizer = normalizers.BertNormalizer(lowercase=family.lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=size, special_tokens=list(family.specials))
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=list(family.specials))
     else:  # byte-level, as GPT-2, RoBERTa and ModernBERT
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=size,
+            vocab_size=vocab,
             special_tokens=list(family.specials),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         )
@@ -188,7 +213,7 @@ def train_tokenizer(family: Family, texts: List[str]):
     return tok
 
 
-def train_sentencepiece(family: Family, texts: List[str], path: Path) -> Path:
+def train_sentencepiece(family: Family, texts: List[str], path: Path, size: str) -> Path:
     """A SentencePiece unigram model trained on `texts`, written to `path`."""
     import sentencepiece
 
@@ -197,7 +222,7 @@ def train_sentencepiece(family: Family, texts: List[str], path: Path) -> Path:
         sentence_iterator=iter(texts),
         model_writer=model,
         model_type="unigram",
-        vocab_size=VOCAB_SIZE["unigram"],
+        vocab_size=VOCAB_SIZE[size]["unigram"],
         hard_vocab_limit=False,  # as many pieces as a few texts give
         minloglevel=2,
         **family.sentencepiece,
@@ -206,9 +231,12 @@ def train_sentencepiece(family: Family, texts: List[str], path: Path) -> Path:
     return path
 
 
-def build_tiny_transformer(out_dir: Path, texts: Iterable[str], family: str = "bert") -> Path:
-    """A tiny random encoder of `family` (a key of FAMILIES) and its tokenizer, trained on
-    `texts`, saved in `out_dir`: what `AutoModel`/`AutoTokenizer.from_pretrained` read."""
+def build_tiny_transformer(
+    out_dir: Path, texts: Iterable[str], family: str = "bert", size: str = "tiny"
+) -> Path:
+    """A random encoder of `family` (a key of FAMILIES) and `size` (of SIZES), and its
+    tokenizer, trained on `texts`, saved in `out_dir`: what `AutoModel` and `AutoTokenizer`
+    `.from_pretrained` read."""
     import transformers
 
     spec = FAMILIES[family]
@@ -220,27 +248,26 @@ def build_tiny_transformer(out_dir: Path, texts: Iterable[str], family: str = "b
     if spec.input_names:
         settings["model_input_names"] = list(spec.input_names)
     if spec.tokenizer == "unigram":
-        model_file = train_sentencepiece(spec, texts, out_dir / "sentencepiece.model")
+        model_file = train_sentencepiece(spec, texts, out_dir / "sentencepiece.model", size)
         settings["vocab_file"] = str(model_file)
     else:
-        settings.update(tokenizer_object=train_tokenizer(spec, texts), bos_token=cls)
+        settings.update(tokenizer_object=train_tokenizer(spec, texts, size), bos_token=cls)
         settings.update(cls_token=cls, sep_token=sep, pad_token=pad, unk_token=unk)
         settings.update(mask_token=mask, eos_token=sep)
     tokenizer = getattr(transformers, spec.tokenizer_class)(**settings)
     tokenizer.save_pretrained(out_dir)  # under the family's own file names
     if spec.tokenizer == "unigram":
         model_file.unlink()
+    dims = {**spec.config, **SIZES[size], **spec.sizes.get(size, {})}
     config = getattr(transformers, spec.config_class)(
         vocab_size=len(tokenizer),
-        intermediate_size=64,
-        max_position_embeddings=MAX_PIECES + spec.config.get("offset", 0),
+        max_position_embeddings=MAX_PIECES + dims.pop("offset", 0),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
         cls_token_id=tokenizer.cls_token_id,
         sep_token_id=tokenizer.sep_token_id,
-        **SIZE,
-        **{k: v for k, v in spec.config.items() if k != "offset"},
+        **dims,
     )
     transformers.AutoModel.from_config(config).save_pretrained(out_dir)
     return out_dir

@@ -249,24 +249,16 @@ def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: st
         update_meta,
     )
     from spacy.util import registry, resolve_dot_names
-    from thinc.api import fix_random_seed, set_gpu_allocator
+    from thinc.api import fix_random_seed
     from tqdm import tqdm
 
     config = nlp.config.interpolate()
     if config["training"]["seed"] is not None:
         fix_random_seed(config["training"]["seed"])
-    if config["training"]["gpu_allocator"] and spacy_on_gpu():
-        set_gpu_allocator(config["training"]["gpu_allocator"])
     training = config["training"].copy()
-    log_file = None
-    if "output_file" in training["logger"]:  # the log is appended here, not by the logger
-        log_file, training["logger"] = (
-            training["logger"]["output_file"],
-            {
-                **training["logger"],
-                "output_file": None,
-            },
-        )
+    log_file = training["logger"].get("output_file")  # appended to here, not by the logger
+    if log_file:
+        training["logger"] = {**training["logger"], "output_file": None}
     T = registry.resolve(training, schema=ConfigSchemaTraining)
     train_corpus, dev_corpus = resolve_dot_names(config, [T["train_corpus"], T["dev_corpus"]])
     optimizer, frozen = T["optimizer"], T["frozen_components"]
@@ -311,7 +303,7 @@ def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: st
     if log_file and start:
         keep_log_until(Path(log_file), start.step)
     log = open(log_file, "a" if start else "w", encoding="utf-8") if log_file else None
-    step = epoch = offset
+    step, epoch = offset, start.epoch if start else 0
     try:
         for _, info, evaluated in steps_iter:
             info["step"] = step = info["step"] + offset
@@ -342,13 +334,7 @@ def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: st
     msg.good(f"Trained to step {step:,}: {output / MODEL_BEST} (step {best_step:,}).")
 
 
-def spacy_on_gpu() -> bool:
-    from thinc.api import get_current_ops
-
-    return get_current_ops().device_type == "gpu"
-
-
-def print_plan(T: Dict, output: Path, start: Optional[State], resume_var: str) -> None:
+def print_plan(T: Dict, output: Path, start: Optional[State]) -> None:
     steps, every = T["max_steps"], T["eval_frequency"]
     done = f"resuming after step {start.step:,}" if start else "from step 0"
     msg.info(
@@ -357,7 +343,7 @@ def print_plan(T: Dict, output: Path, start: Optional[State], resume_var: str) -
     )
     msg.info(
         "If the run stops, run the same command again to resume from the last evaluation; "
-        f"--vars.{resume_var}=false starts again from step 0."
+        "--vars.resume=false starts again from step 0."
     )
 
 
@@ -379,6 +365,7 @@ def main(
         show_validation_error,
     )
     from spacy.training.initialize import init_nlp
+    from thinc.api import set_gpu_allocator
 
     from .check_gpu import parse_bool
 
@@ -388,6 +375,9 @@ def main(
     setup_gpu(gpu_id)
     with show_validation_error(config_path):
         config = spacy.util.load_config(config_path, overrides=overrides, interpolate=False)
+        allocator = config.interpolate()["training"]["gpu_allocator"]
+    if gpu_id >= 0 and allocator:  # before a resumed run loads its weights onto the GPU
+        set_gpu_allocator(allocator)
     config_fingerprint = fingerprint(config, code)
     start = starting_point(output, config_fingerprint, wants_resume)
     if start is not None and start.finished:
@@ -406,8 +396,7 @@ def main(
         else:
             weights = output / MODEL_LAST / STATE / "weights"  # saved if model-last is averaged
             nlp = spacy.load(weights if weights.exists() else output / MODEL_LAST)
-    T = nlp.config.interpolate()["training"]
-    print_plan(T, output, start, "resume")
+    print_plan(nlp.config.interpolate()["training"], output, start)
     train_loop(nlp, output, start, config_fingerprint)
 
 

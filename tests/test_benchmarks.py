@@ -361,3 +361,28 @@ def test_bench_train_scale_with_cnn_alone_needs_no_encoder(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stats = json.loads((tmp_path / "corpus" / "multinerd_a" / "stats.json").read_text())
     assert stats["splits"]["train"]["sentences"] > 0
+
+
+def test_the_predictor_against_spacy_transformers_on_a_random_pipeline_of_another_family(
+    assets, tmp_path
+):
+    """bench-inference's second part, tiny: random_pipeline builds a DeBERTa-v3 pipeline, and
+    bench_inference finds the same entities on both prediction paths."""
+    import shutil
+
+    from scripts.gpu_smoke import build_corpus
+
+    from .conftest import FIXTURE
+
+    shutil.copy(assets / "test.jsonl", assets / "train.jsonl")
+    corpus, _ = build_corpus(FIXTURE, tmp_path)  # its labels file: System A's 15 types
+    out = tmp_path / "random"
+    build = ["benchmarks.random_pipeline", "--family", "deberta-v3", "--size", "tiny"]
+    built = run_cli(*build, "--out", out, "--assets", assets, "--labels", corpus["labels"])
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    assert "word pieces a word on the test texts (13 words)" in built.stdout
+    args = ["--spacy-model", out / "pipeline", "--assets", assets, "--repeats", "1"]
+    run = run_cli("benchmarks.bench_inference", *args, "--systems", "spacy,spacy-plain")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (line,) = [ln for ln in run.stdout.splitlines() if ln.startswith("spacy-plain:")]
+    assert "spacy is " in line and line.endswith("the same entities")

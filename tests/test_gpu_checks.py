@@ -184,6 +184,7 @@ def project(tmp_path):
             path.write_bytes(b"not a DocBin")
         (project / "corpus" / f"multinerd_{scheme}" / "stats.json").write_text("{}")
         (project / "training" / f"multinerd_{scheme}_trf" / "model-best").mkdir(parents=True)
+        (project / "training" / f"multinerd_{scheme}_trf" / "train_log.jsonl").write_text("{}")
         (project / "metrics").mkdir(exist_ok=True)
         (project / "metrics" / f"multinerd_{scheme}_trf.json").write_text("{}")
     return project
