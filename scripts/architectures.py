@@ -239,7 +239,11 @@ def transformer_model(
     layer, forward = found
     layer.replace_callbacks(
         partial(
-            grouped_forward, forward=forward, max_pieces=cpu_batch_pieces, bfloat16=cpu_bfloat16
+            grouped_forward,
+            forward=forward,
+            max_pieces=cpu_batch_pieces,
+            bfloat16=cpu_bfloat16,
+            plain={"after": None},
         ),
         init=layer.init,
     )
@@ -316,21 +320,30 @@ def warn_plain_path(why: str) -> None:
 
 
 class PlainPathWarning(UserWarning):
-    """The CPU grouping is off: spacy-transformers' layout is not the one it knows."""
+    """The CPU grouping is off: spacy-transformers' layout, or the encoder's output, is not
+    what it knows."""
 
 
 # ------------------------------------------------------------------------------------------
 
 
 def grouped_forward(
-    model: Model, wordpieces, is_train: bool, forward: Callable, max_pieces: int, bfloat16: bool
+    model: Model,
+    wordpieces,
+    is_train: bool,
+    forward: Callable,
+    max_pieces: int,
+    bfloat16: bool,
+    plain: Optional[dict] = None,
 ):
     """The encoder layer's `forward` that, predicting on a CPU, runs the encoder on
     `length_groups` of the texts, each cut to the word pieces its texts use (under bfloat16
     autocast if asked), and puts the outputs back in the batch's order and shape, in float32
     (spacy-transformers reads only the real positions, not the padding). Training, a model
     on a GPU, an encoder asked for more than its last hidden states, and an output with
-    fields that cannot be put back, take the plain path: `forward` on the whole batch."""
+    fields that cannot be put back (from then on: `plain`, this model's own record), take the
+    plain path: `forward` on the whole batch."""
+    plain = {"after": None} if plain is None else plain
     import torch
     from spacy_transformers.data_classes import WordpieceBatch
 
@@ -338,6 +351,7 @@ def grouped_forward(
     config = getattr(encoder, "config", None)
     if (
         is_train
+        or plain["after"]
         or not isinstance(encoder, torch.nn.Module)
         or encoder.device.type != "cpu"
         or getattr(config, "output_hidden_states", True)
@@ -361,7 +375,15 @@ def grouped_forward(
             output, _ = forward(model, rows, False)
         parts.append((group, width, output))
     output = regroup(parts, wordpieces.input_ids.shape)
-    if output is None:
+    if output is None:  # from now on the plain path, said once
+        plain["after"] = type(encoder).__name__
+        warnings.warn(
+            f"multinerd.TransformerModel.v2: {type(encoder).__name__} returns outputs that "
+            "cannot be put back in the batch's order: predicting with spacy-transformers' own "
+            "path (the same results, slower on a CPU).",
+            PlainPathWarning,
+            stacklevel=2,
+        )
         return forward(model, wordpieces, is_train)
 
     def backprop(d_output):

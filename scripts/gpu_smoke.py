@@ -2,9 +2,9 @@
 
 Builds a tiny transformer NER pipeline here (no download: a random 2-layer encoder of the
 family of the user's transformer, BERT, DeBERTa or another, with a tokenizer of its kind
-trained on the project's MultiNERD fixture), trains it with `spacy train`'s own loop
-(configs/trf.cfg, fp16 mixed precision on GPU `gpu_id`) for a few hundred steps on the
-fixture, and checks, one row each:
+trained on the project's MultiNERD fixture), trains it as the train steps do (scripts/train.py:
+spaCy's loop, with the checkpoints a run resumes from; configs/trf.cfg, fp16 mixed precision on
+GPU `gpu_id`) for a few hundred steps on the fixture, and checks, one row each:
 
 - the loss falls and stays finite, and so do the weights (fp16 loss scaling did not overflow);
 - the trained pipeline finds the same entities on the GPU and on the CPU on a held sample;
@@ -98,12 +98,13 @@ def record_log(record: List[Dict]):
 def train(
     gpu_id: int, mixed_precision: bool, steps: int, corpus: Dict[str, Path], tiny: Path, out: Path
 ) -> List[Dict]:
-    """configs/trf.cfg with the tiny model's settings, trained by `spacy train`'s function."""
+    """configs/trf.cfg with the tiny model's settings, trained as the project's train steps
+    train (scripts/train.py: spaCy's loop, with resumable checkpoints)."""
     import spacy
-    from spacy.cli.train import train as spacy_train
 
     from . import architectures  # noqa: F401  (the config's registered layers)
     from .tiny_transformer import TINY_OVERRIDES
+    from .train import train as train_resumable
 
     overrides = {
         **TINY_OVERRIDES,
@@ -121,7 +122,7 @@ def train(
     config["training"]["logger"] = {"@loggers": "multinerd.smoke_record.v1"}
     spacy.registry.loggers.register("multinerd.smoke_record.v1", func=lambda: record_log(record))
     config.to_disk(out.parent / "smoke.cfg")
-    spacy_train(out.parent / "smoke.cfg", out, use_gpu=gpu_id)
+    train_resumable(out.parent / "smoke.cfg", out, {}, gpu_id, resume=False)
     return record
 
 
@@ -184,25 +185,20 @@ def agreement_check(name: str, on_device: List[List], on_cpu: List[List], fp16: 
 
 def family_of_transformer(transformer: str) -> Tuple[str, str]:
     """The family of FAMILIES that `transformer` (a hub name or a local directory) belongs to,
-    from the model_type of its config.json, and a note when that cannot be told (then BERT)."""
-    import json
-
+    from the model_type of its config, and a note when that cannot be told (then BERT)."""
     from . import hub
     from .tiny_transformer import FAMILIES, family_of
 
     if not transformer:
         return "bert", ""
     try:
-        if Path(transformer).is_dir():
-            config_file = Path(transformer) / "config.json"
-        else:
+        if not Path(transformer).is_dir():
             hub.use_hub_or_cache()  # without a network: the local cache, at once
-            from huggingface_hub import hf_hub_download
+        from transformers import AutoConfig
 
-            config_file = Path(hf_hub_download(transformer, "config.json"))
-        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config = AutoConfig.from_pretrained(transformer).to_dict()
     except Exception as err:
-        return "bert", f"{transformer}'s config.json cannot be read ({hub.first_line(err)})"
+        return "bert", f"{transformer}'s config cannot be read ({hub.first_line(err)})"
     family = family_of(config)
     if family is None:
         model_type = config.get("model_type")
@@ -228,7 +224,7 @@ def smoke(
     train_speed = (record[-1]["words"] - record[0]["words"]) / max(seconds, 1e-9)
 
     device = torch.cuda.get_device_name(gpu_id) if on_gpu else "CPU"
-    nlp = spacy.load(tmp / "training" / "model-last")  # on the device `spacy train` set up
+    nlp = spacy.load(tmp / "training" / "model-last")  # on the device the training set up
     encoder = type(nlp.get_pipe("transformer").model.transformer).__name__
     checks = [Check("encoder", f"a tiny {family} ({encoder})")]
     checks += [loss_check(record), weights_check(nlp)]

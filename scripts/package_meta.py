@@ -1,8 +1,10 @@
 """Write the meta.json that `spacy package` builds a pipeline package with: the trained
-pipeline's meta plus the label scheme, the source dataset and the per-type test scores."""
+pipeline's meta plus the label scheme, the source dataset, the encoder and the per-type test
+scores."""
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 from wasabi import msg
@@ -10,7 +12,16 @@ from wasabi import msg
 from .labels import DATASETS, SCHEMES
 
 
+def encoder_name(config) -> Optional[str]:
+    """The transformer a pipeline config names (a hub name or the path it was trained from),
+    or None for a pipeline without one."""
+    components = config.interpolate()["components"]
+    return components["transformer"]["model"].get("name") if "transformer" in components else None
+
+
 def build_meta(model: Path, stats: dict, metrics: dict, name: str, version: str) -> dict:
+    from confection import Config
+
     meta = json.loads((model / "meta.json").read_text(encoding="utf-8"))
     dataset = DATASETS[stats["dataset"]]
     scheme = SCHEMES[stats["scheme"]]
@@ -30,6 +41,7 @@ def build_meta(model: Path, stats: dict, metrics: dict, name: str, version: str)
             ],
             "performance": {**test, "split": "test"},
             "dev_performance": meta.get("performance", {}),
+            "encoder": encoder_name(Config().from_disk(model / "config.cfg")),
             "label_scheme": {
                 "name": scheme.name,
                 "description": scheme.description,

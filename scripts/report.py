@@ -28,6 +28,7 @@ from . import architectures  # noqa: F401  (registers the pipelines' custom laye
 from . import evaluation as ev
 from .check_gpu import require
 from .labels import MULTINERD_TYPES
+from .package_meta import encoder_name
 
 AGREE = 0.001  # spaCy and seqeval must agree to this on well-formed IOB2 gold
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -47,9 +48,8 @@ def encoder_of(nlp) -> str:
     """The pipeline's transformer (its name or path and model type), or that it has none."""
     if "transformer" not in nlp.pipe_names:
         return "no transformer"
-    name = nlp.config.interpolate()["components"]["transformer"]["model"].get("name")
     model_type = nlp.get_pipe("transformer").model.transformer.config.model_type
-    return f"{name} ({model_type})"
+    return f"{encoder_name(nlp.config)} ({model_type})"
 
 
 def predict(model: Path, test: Path, gpu_id: int, batch_size: int):

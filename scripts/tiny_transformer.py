@@ -10,6 +10,7 @@ FAMILIES is also the list of the encoder families the project is tested with: be
 warns about a transformer of another family, and gpu-smoke builds the user's family.
 """
 
+import importlib.util
 import io
 import json
 from dataclasses import dataclass, field
@@ -162,6 +163,9 @@ FAMILIES: Dict[str, Family] = {
         sizes={"base": {"global_attn_every_n_layers": 3, "local_attention": 128}},
     ),
 }
+
+if importlib.util.find_spec("transformers.models.modernbert") is None:  # transformers < 4.48
+    del FAMILIES["modernbert"]
 
 
 def family_of(config: Dict) -> Optional[str]:

@@ -8,21 +8,24 @@ A fresh run is spaCy's own: its initialization, its training loop (`train_while_
 its evaluations, model-best and model-last. Each evaluation also saves, inside model-last,
 what the loop needs to go on (model-last/training-state/): the step, the best score so far,
 the optimizer's moment estimates, the random generators' states and the run's fingerprint
-(the config, the --code file, and the corpus and encoder files the config names). A re-run
-with the same fingerprint loads model-last, moves the learning-rate schedule and the training
-data on to that step, and continues; the log is appended, model-best is replaced only by a
-better score. Not carried over: fp16's loss scale (it adapts again within a few steps) and,
-on a GPU, the random generator of spaCy's own layers (CuPy's), so dropout differs there.
-docs/workflow.md#resuming-a-training-run has what this costs.
+(the config with its overrides, and the corpus and encoder files the config names). A re-run
+with the same fingerprint loads model-last, moves the learning-rate and dropout schedules and
+the training data on to that step, and continues; the log is appended, model-best is replaced
+only by a better score. Not carried over: fp16's loss scale (it adapts again within a few
+steps) and, on a GPU, the random generator of spaCy's own layers (CuPy's), so dropout differs
+there. docs/workflow.md#resuming-a-training-run has what this costs.
 
 A run whose fingerprint differs, or `--resume false`, starts fresh; a finished run with the
-same fingerprint is left as it is. An interruption keeps the last evaluation's checkpoint.
+same fingerprint is left as it is (the code is not in the fingerprint: an edit to it does not
+throw hours of training away; `--resume false` trains again). An interruption keeps the last
+evaluation's checkpoint.
 """
 
 import json
 import pickle
 import sys
 from dataclasses import asdict, dataclass
+from functools import partial
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -50,14 +53,14 @@ class State:
     finished: bool = False
 
 
-def fingerprint(config, code: Optional[Path]) -> str:
-    """What a checkpoint is valid for: the config with its overrides, the --code file, and
-    every corpus, label or model file or folder that the config's [paths] name."""
+def fingerprint(config) -> str:
+    """What a checkpoint is valid for: the config with its overrides, and every corpus, label
+    or model file or folder that the config's [paths] name (a hub model by its name)."""
     import hashlib
 
     from weasel.util import get_checksum
 
-    parts = [config.to_str(), get_checksum(code) if code else ""]
+    parts = [config.to_str()]
     for key, value in sorted(config["paths"].items()):
         if key != LOG_KEY and isinstance(value, str) and value and Path(value).exists():
             parts.append(f"{key}={get_checksum(value)}")
@@ -85,7 +88,7 @@ def starting_point(output: Path, config_fingerprint: str, resume: bool) -> Optio
     if state.fingerprint != config_fingerprint:
         msg.warn(
             f"{output / MODEL_LAST} (step {state.step:,}) was trained with another config, "
-            "corpus, code or encoder: starting fresh."
+            "corpus or encoder: starting fresh."
         )
         return None
     return state
@@ -140,6 +143,7 @@ def save_optimizer(nlp, optimizer, folder: Path) -> bool:
 
 
 def restore_optimizer(nlp, optimizer, folder: Path) -> bool:
+    """All of the saved state under the reloaded pipeline's ids, or none of it."""
     import numpy
     from thinc.api import get_current_ops
 
@@ -147,15 +151,20 @@ def restore_optimizer(nlp, optimizer, folder: Path) -> bool:
         return False
     keys = {name: key for key, name in parameter_names(nlp).items()}
     ops = get_current_ops()
+    found: Dict[str, Dict] = {}
     with numpy.load(folder / "optimizer.npz") as arrays:
         for entry in arrays.files:
             attr, name = entry.split(":", 1)
             if name not in keys or getattr(optimizer, attr, None) is None:
                 return False
-            getattr(optimizer, attr)[keys[name]] = ops.asarray(arrays[entry])
+            found.setdefault(attr, {})[keys[name]] = ops.asarray(arrays[entry])
     counts = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
     for attr, table in counts.items():
-        getattr(optimizer, attr).update({keys[name]: n for name, n in table.items()})
+        if any(name not in keys for name in table):
+            return False
+        found[attr] = {keys[name]: n for name, n in table.items()}
+    for attr, values in found.items():
+        getattr(optimizer, attr).update(values)
     return True
 
 
@@ -190,7 +199,8 @@ def set_random_states(states: Dict[str, Any]) -> None:
 
 def save_checkpoint(nlp, optimizer, T, output: Path, state: State, best: bool) -> None:
     """model-last, with what resuming needs in it (unless the run is finished), in one
-    rename; model-best, a copy of it without that, when the score is the best so far."""
+    rename; before that rename, model-best, a copy of it without that, when the score is the
+    best so far (so that a checkpoint's best score is always in model-best)."""
     import shutil
 
     from spacy.training.loop import create_before_to_disk_callback
@@ -208,10 +218,20 @@ def save_checkpoint(nlp, optimizer, T, output: Path, state: State, best: bool) -
                 msg.warn("The optimizer's state cannot be saved: a resumed run restarts Adam.")
             (folder / "random.pkl").write_bytes(pickle.dumps(random_states()))
         (folder / "state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
-    if best:
-        with atomic_write(output / MODEL_BEST, folder=True) as best_dir:
-            shutil.copytree(output / MODEL_LAST, best_dir, dirs_exist_ok=True)
-            shutil.rmtree(best_dir / STATE)
+        if best:
+            with atomic_write(output / MODEL_BEST, folder=True) as best_dir:
+                ignore = shutil.ignore_patterns(STATE)
+                shutil.copytree(last, best_dir, ignore=ignore, dirs_exist_ok=True)
+
+
+def tidy(output: Path) -> None:
+    """Put right what a checkpoint write that was killed left: a model folder that was
+    between its two renames comes back, and half-written copies go."""
+    for name in (MODEL_LAST, MODEL_BEST):
+        old = sorted(output.glob(f".{name}.old-*"))
+        if old and not (output / name).exists():
+            old[-1].rename(output / name)
+        remove_outputs(*output.glob(f".{name}.tmp-*"), *output.glob(f".{name}.old-*"))
 
 
 def log_row(info: Dict, trainable, score_weights) -> Dict:
@@ -263,14 +283,18 @@ def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: st
     train_corpus, dev_corpus = resolve_dot_names(config, [T["train_corpus"], T["dev_corpus"]])
     optimizer, frozen = T["optimizer"], T["frozen_components"]
     batches = create_train_batches(nlp, train_corpus, T["batcher"], T["max_epochs"])
-    offset = 0
-    if start is not None:  # the interrupted run's data, schedule, optimizer and generators
+    offset = start.step if start else 0
+    if start is not None and T["max_steps"] and start.step >= T["max_steps"]:
+        batches = iter(())  # it was killed while it saved its last step: nothing to train
+    elif start is not None:  # the interrupted run's data, schedules, optimizer and generators
         done = start.step + 1  # batches it trained on: steps 0 to start.step
         skipped = tqdm(islice(batches, done), total=done, desc="Skipping trained batches")
         for _ in skipped:
             pass
         for _ in range(start.step):  # one more at the replayed step below: start.step + 1
             optimizer.step_schedules()
+            if not isinstance(T["dropout"], float):  # a schedule: next() a step
+                next(T["dropout"])
         folder = output / MODEL_LAST / STATE
         if not restore_optimizer(nlp, optimizer, folder):
             msg.warn("The optimizer's state was not saved: Adam starts its moments again.")
@@ -278,8 +302,9 @@ def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: st
         # a first step without data: spaCy's loop evaluates it (the checkpoint's score
         # again), so that its later evaluations fall on the interrupted run's steps
         batches = chain([(start.epoch, [])], batches)
-        offset = start.step
-    steps = T["max_steps"] - offset if T["max_steps"] else 0
+    before_update = T["before_update"]
+    if before_update and offset:  # it is told the step of the whole run
+        before_update = partial(shifted, before_update, offset)
     steps_iter = train_while_improving(
         nlp,
         optimizer,
@@ -288,11 +313,11 @@ def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: st
         dropout=T["dropout"],
         accumulate_gradient=T["accumulate_gradient"],
         patience=0,  # counted below, from the best score of the whole run
-        max_steps=steps,
+        max_steps=T["max_steps"] - offset if T["max_steps"] else 0,
         eval_frequency=T["eval_frequency"],
         exclude=frozen,
         annotating_components=T["annotating_components"],
-        before_update=T["before_update"],
+        before_update=before_update,
     )
     best_score, best_step = (start.best_score, start.best_step) if start else (None, 0)
     msg.info(f"Pipeline: {nlp.pipe_names}")
@@ -334,6 +359,10 @@ def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: st
     msg.good(f"Trained to step {step:,}: {output / MODEL_BEST} (step {best_step:,}).")
 
 
+def shifted(before_update, offset: int, nlp, args: Dict) -> None:
+    before_update(nlp, {**args, "step": args["step"] + offset})
+
+
 def print_plan(T: Dict, output: Path, start: Optional[State]) -> None:
     steps, every = T["max_steps"], T["eval_frequency"]
     done = f"resuming after step {start.step:,}" if start else "from step 0"
@@ -347,39 +376,24 @@ def print_plan(T: Dict, output: Path, start: Optional[State]) -> None:
     )
 
 
-def main(
-    ctx: typer.Context,
-    config_path: Path = typer.Argument(..., help="Training config", exists=True, dir_okay=False),
-    output: Path = typer.Argument(..., help="Output directory: model-best, model-last"),
-    code: Optional[Path] = typer.Option(None, help="Python file with registered functions"),
-    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
-    resume: str = typer.Option("true", help="Resume an interrupted run: true or false"),
-):
-    """Train like `spacy train` (the same config overrides, e.g. --paths.train), resuming an
-    interrupted run with the same fingerprint from its last evaluation."""
+def train(config_path: Path, output: Path, overrides: Dict, gpu_id: int, resume: bool) -> None:
+    """Train the config with its overrides into `output` on GPU `gpu_id` (-1: the CPU), going
+    on from the last evaluation of an interrupted run with the same fingerprint if `resume`."""
     import spacy
-    from spacy.cli._util import (
-        import_code,
-        parse_config_overrides,
-        setup_gpu,
-        show_validation_error,
-    )
+    from spacy.cli._util import setup_gpu, show_validation_error
     from spacy.training.initialize import init_nlp
     from thinc.api import set_gpu_allocator
 
-    from .check_gpu import parse_bool
-
-    wants_resume = parse_bool(resume, "resume")
-    overrides = parse_config_overrides(ctx.args)
-    import_code(code)
     setup_gpu(gpu_id)
     with show_validation_error(config_path):
         config = spacy.util.load_config(config_path, overrides=overrides, interpolate=False)
         allocator = config.interpolate()["training"]["gpu_allocator"]
     if gpu_id >= 0 and allocator:  # before a resumed run loads its weights onto the GPU
         set_gpu_allocator(allocator)
-    config_fingerprint = fingerprint(config, code)
-    start = starting_point(output, config_fingerprint, wants_resume)
+    config_fingerprint = fingerprint(config)
+    output.mkdir(parents=True, exist_ok=True)
+    tidy(output)
+    start = starting_point(output, config_fingerprint, resume)
     if start is not None and start.finished:
         msg.good(
             f"{output} is trained already (step {start.step:,}) with this config, corpus and "
@@ -398,6 +412,25 @@ def main(
             nlp = spacy.load(weights if weights.exists() else output / MODEL_LAST)
     print_plan(nlp.config.interpolate()["training"], output, start)
     train_loop(nlp, output, start, config_fingerprint)
+
+
+def main(
+    ctx: typer.Context,
+    config_path: Path = typer.Argument(..., help="Training config", exists=True, dir_okay=False),
+    output: Path = typer.Argument(..., help="Output directory: model-best, model-last"),
+    code: Optional[Path] = typer.Option(None, help="Python file with registered functions"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    resume: str = typer.Option("true", help="Resume an interrupted run: true or false"),
+):
+    """Train like `spacy train` (the same config overrides, e.g. --paths.train), resuming an
+    interrupted run with the same fingerprint from its last evaluation."""
+    from spacy.cli._util import import_code, parse_config_overrides
+
+    from .check_gpu import parse_bool
+
+    wants_resume = parse_bool(resume, "resume")
+    import_code(code)
+    train(config_path, output, parse_config_overrides(ctx.args), gpu_id, wants_resume)
 
 
 if __name__ == "__main__":

@@ -172,14 +172,24 @@ def test_an_encoder_off_the_cpu_runs_the_whole_batch(nlp, monkeypatch):
     assert batches == [len(TEXTS)]
 
 
-@pytest.mark.parametrize("family", ["bert"])
-def test_v1_configs_load_with_their_settings_and_give_the_same_entities(family, tmp_path):
+def test_v1_configs_load_with_their_settings_and_give_the_same_entities(nlp, plain):
     """Pipelines trained before v2 name multinerd.TransformerModel.v1 with nested_tensors."""
-    nlp = tiny_pipeline(tmp_path, family)
-    plain = plain_path(nlp)
     old = with_model(
         nlp, "multinerd.TransformerModel.v1", cpu_batch_pieces=384, nested_tensors=True
     )
     assert entities(old, TEXTS * 3) == entities(plain, TEXTS * 3)
     with pytest.raises(Exception, match="nested_tensors"):  # v2 has no such setting
         with_model(nlp, nested_tensors=True)
+
+
+def test_an_output_that_cannot_be_regrouped_takes_the_plain_path_and_says_so_once(
+    nlp, plain, monkeypatch
+):
+    monkeypatch.setattr(architectures, "regroup", lambda parts, shape: None)
+    model = with_model(nlp, cpu_batch_pieces=12)
+    with pytest.warns(architectures.PlainPathWarning, match="cannot be put back") as caught:
+        assert entities(model, TEXTS) == entities(plain, TEXTS)
+        calls = encoder_calls(model)
+        assert entities(model, TEXTS) == entities(plain, TEXTS)
+    assert len(caught) == 1
+    assert [n for n, _, _ in calls] == [len(TEXTS)]  # after the first batch: not grouped

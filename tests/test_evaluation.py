@@ -179,3 +179,21 @@ def test_report_fills_the_readme_table_for_multinerd_only(tmp_path, monkeypatch)
         )
         assert (metrics / "report.md").exists()
         assert ("old" in readme.read_text()) == (dataset == "conll2003")
+
+
+def test_clear_empties_the_readme_table_only_if_that_report_filled_it(tmp_path):
+    from pathlib import Path
+
+    from scripts import report
+
+    from .conftest import ROOT
+
+    readme = tmp_path / "README.md"
+    filled = "x\n<!-- results:start -->\nsee [metrics/a_trf_report.md](metrics/a_trf_report.md)\n"
+    readme.write_text(filled + "| table |\n<!-- results:end -->\n")
+    report.clear_readme(readme, Path("metrics/a_cnn_report"))  # another report's table
+    assert readme.read_text().startswith(filled)
+    report.clear_readme(readme, Path("metrics/a_trf_report"))
+    block = readme.read_text().split("<!-- results:start -->\n")[1]
+    assert block.startswith(report.README_EMPTY) and "| **overall** |" in block
+    assert (ROOT / "README.md").read_text().count(block) == 1  # what a fresh checkout has

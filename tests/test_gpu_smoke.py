@@ -98,7 +98,7 @@ def test_a_family_it_cannot_tell_is_bert_with_a_note(tmp_path):
     assert family == "bert" and "'albert' model" in note
     # a hub name without a network or a cached copy (the tests run offline)
     family, note = family_of_transformer("someone/not-cached")
-    assert family == "bert" and "someone/not-cached's config.json cannot be read" in note
+    assert family == "bert" and "someone/not-cached's config cannot be read" in note
 
 
 def test_without_a_usable_gpu_it_says_why_in_one_line_and_exits_1():

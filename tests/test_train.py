@@ -35,28 +35,34 @@ def cnn_overrides(corpus, log: Path):
     }
 
 
-def test_a_fresh_run_logs_what_spacy_train_logs(corpus, tmp_path):
+def train_args(corpus, out: Path, **changes) -> list:
+    overrides = {**cnn_overrides(corpus, out / "train_log.jsonl"), **changes}
+    args = [f"--{k}={v}" for k, v in overrides.items()]
+    return [*args, "--code", ROOT / "scripts" / "architectures.py"]  # the configs' reader
+
+
+@pytest.fixture(scope="module")
+def finished(corpus, tmp_path_factory):
+    """A run of scripts/train.py (cnn config, 20 steps, an evaluation every 10)."""
+    out = tmp_path_factory.mktemp("ours") / "out"
+    run = run_cli("scripts.train", ROOT / "configs" / "cnn.cfg", out, *train_args(corpus, out))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return out
+
+
+def test_a_fresh_run_logs_what_spacy_train_logs(corpus, finished, tmp_path):
     """The library's own loop against ours, on the same config and seed."""
-    logs = {}
-    for name, command in (("spacy", ["spacy", "train"]), ("ours", ["scripts.train"])):
-        out = tmp_path / name
-        overrides = cnn_overrides(corpus, out / "train_log.jsonl")
-        args = [f"--{k}={v}" for k, v in overrides.items()]
-        args += ["--code", ROOT / "scripts" / "architectures.py"]  # the configs' corpus reader
-        where = ["--output", out] if name == "spacy" else [out]
-        run = run_cli(*command, ROOT / "configs" / "cnn.cfg", *where, *args)
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        logs[name] = (out / "train_log.jsonl").read_text()
-        assert (out / "model-best" / "meta.json").exists()
-    assert logs["ours"] == logs["spacy"]
-    assert [row["step"] for row in srsly.read_jsonl(tmp_path / "ours" / "train_log.jsonl")] == [
-        0,
-        10,
-        20,
-    ]
-    state = train.read_state(tmp_path / "ours")
+    out = tmp_path / "spacy"
+    args = ["--output", out, *train_args(corpus, out)]
+    run = run_cli("spacy", "train", ROOT / "configs" / "cnn.cfg", *args)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ours = (finished / "train_log.jsonl").read_text()
+    assert ours == (out / "train_log.jsonl").read_text()
+    assert [row["step"] for row in srsly.read_jsonl(finished / "train_log.jsonl")] == [0, 10, 20]
+    state = train.read_state(finished)
     assert state.finished and state.step == 20
-    assert not (tmp_path / "ours" / "model-best" / train.STATE).exists()
+    assert (finished / "model-best" / "meta.json").exists()
+    assert not (finished / "model-best" / train.STATE).exists()
 
 
 def config_with(corpus, tmp_path, **changes):
@@ -64,22 +70,19 @@ def config_with(corpus, tmp_path, **changes):
     return spacy.util.load_config(ROOT / "configs" / "cnn.cfg", overrides=overrides)
 
 
-def test_the_fingerprint_follows_config_code_and_corpus_but_not_the_log(corpus, tmp_path):
-    code = ROOT / "scripts" / "architectures.py"
-    base = train.fingerprint(config_with(corpus, tmp_path), code)
-    assert base == train.fingerprint(config_with(corpus, tmp_path), code)
+def test_the_fingerprint_follows_config_and_corpus_but_not_the_log(corpus, tmp_path):
+    base = train.fingerprint(config_with(corpus, tmp_path))
+    assert base == train.fingerprint(config_with(corpus, tmp_path))
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 0}\n')  # written during training: not an input
-    assert base == train.fingerprint(config_with(corpus, tmp_path), code)
-    assert base != train.fingerprint(
-        config_with(corpus, tmp_path, **{"training.dropout": 0.2}), code
-    )
-    assert base != train.fingerprint(config_with(corpus, tmp_path), None)
+    assert base == train.fingerprint(config_with(corpus, tmp_path))
+    dropout = config_with(corpus, tmp_path, **{"training.dropout": 0.2})
+    assert base != train.fingerprint(dropout)
     labels = Path(corpus["labels"])
     original = labels.read_text()
     try:
         labels.write_text(original + "\n")  # another file, however small the change
-        assert base != train.fingerprint(config_with(corpus, tmp_path), code)
+        assert base != train.fingerprint(config_with(corpus, tmp_path))
     finally:
         labels.write_text(original)
 
@@ -99,7 +102,7 @@ def test_a_checkpoint_resumes_only_the_run_that_made_it(tmp_path, capsys):
     assert "Starting fresh (resume=false)" in capsys.readouterr().out
     assert train.starting_point(tmp_path, "other", resume=True) is None
     out = " ".join(capsys.readouterr().out.split())
-    assert "(step 30) was trained with another config, corpus, code or encoder" in out
+    assert "(step 30) was trained with another config, corpus or encoder" in out
     assert "starting fresh" in out
 
 
@@ -151,3 +154,72 @@ def test_an_optimizer_key_of_an_unknown_layout_is_not_saved(tmp_path):
     optimizer.mom1[(10**9, "W")] = optimizer.mom1[next(iter(optimizer.mom1))]  # no such node
     assert not train.save_optimizer(nlp, optimizer, tmp_path)
     assert not train.restore_optimizer(nlp, nlp.create_optimizer(), tmp_path)
+
+
+def test_what_a_killed_checkpoint_write_left_is_put_right(tmp_path):
+    """Killed between atomic_write's two renames: model-last is only the hidden old copy;
+    killed while writing: a hidden half-written copy."""
+    (tmp_path / ".model-last.old-123" / train.STATE).mkdir(parents=True)
+    (tmp_path / ".model-last.tmp-456").mkdir()
+    (tmp_path / train.MODEL_BEST).mkdir()
+    (tmp_path / ".model-best.tmp-789").mkdir()
+    train.tidy(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [train.MODEL_BEST, train.MODEL_LAST]
+    assert (tmp_path / train.MODEL_LAST / train.STATE).is_dir()
+
+
+def run_until_a_checkpoint(args, output: Path) -> train.State:
+    """Start `python -m scripts.train args`, kill it once it has saved a checkpoint that is
+    not its last, and return that checkpoint's state."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "scripts.train", *map(str, args)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while (state := train.read_state(output)) is None or state.step == 0:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    return train.read_state(output)
+
+
+def test_a_killed_run_with_averaged_weights_resumes_as_the_uninterrupted_run(corpus, tmp_path):
+    """With use_averages, model-last holds the averages: the weights to go on from are saved
+    beside them. The resumed run logs what the uninterrupted one logged."""
+    logs = {}
+    for name in ("whole", "killed"):
+        out = tmp_path / name
+        changes = {"training.optimizer.use_averages": "true", "training.max_steps": 100}
+        args = [ROOT / "configs" / "cnn.cfg", out, *train_args(corpus, out, **changes)]
+        if name == "killed":
+            state = run_until_a_checkpoint(args, out)
+            assert not state.finished and state.step % 10 == 0 and state.step > 0
+            assert (out / train.MODEL_LAST / train.STATE / "weights").is_dir()
+        run = run_cli("scripts.train", *args)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        logs[name] = (out / "train_log.jsonl").read_text()
+    assert logs["killed"] == logs["whole"]
+    assert f"resuming after step {state.step:,}" in " ".join(run.stdout.split())
+
+
+def test_a_run_killed_while_it_saved_its_last_step_only_finishes(corpus, finished, tmp_path):
+    """Its checkpoint is at max_steps: nothing is left to train (and no limit is lost)."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    state_file = out / train.MODEL_LAST / train.STATE / "state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "finished": False}))  # as at step 20's checkpoint
+    again = run_cli("scripts.train", ROOT / "configs" / "cnn.cfg", out, *train_args(corpus, out))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert train.read_state(out).finished
+    assert [r["step"] for r in srsly.read_jsonl(out / "train_log.jsonl")] == [0, 10, 20]

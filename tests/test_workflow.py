@@ -136,6 +136,7 @@ def test_package_meta_carries_scheme_dataset_and_test_scores(project):
     metrics = json.loads((project["dir"] / "metrics" / "multinerd_b_tiny.json").read_text())
     assert meta["performance"]["ents_per_type"] == metrics["ents_per_type"]
     assert meta["name"] == "multinerd_b_tiny" and meta["version"] == "1.0.0"
+    assert meta["encoder"] == str(project["tiny"])  # what it was trained from
 
 
 @pytest.mark.slow
