@@ -6,7 +6,6 @@ environment, the memory of a process tree, a measure of how fast the machine is 
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
 import time
@@ -224,18 +223,18 @@ def write_split(path: Path, rng, n_english: int, exact: bool, vocab, foreign_sha
 
 
 def make_synthetic(directory: Path, seed: int = 0, scale: float = 1.0) -> None:
-    """The synthetic set in `directory`, generated unless it is there (a generation cut short
-    leaves only a .partial directory beside it)."""
+    """The synthetic set in `directory`, generated unless it is there (written atomically: a
+    generation cut short leaves no `directory`)."""
+    from scripts.corpus import atomic_write
+
     if directory.exists():
         return
     print(f"Generating the synthetic set in {directory} ...")
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(200_000)] + ["the", "of", ",", ".", "and", "in"] * 20_000
     hub_names = {"train": "train", "dev": "validation", "test": "test"}
-    for split, name in hub_names.items():
-        n = int(OFFICIAL.sizes[split] * scale)
-        write_split(partial / f"{name}_en.jsonl", rng, n, split == "test" and scale == 1.0, vocab)
-    partial.rename(directory)
+    with atomic_write(directory, folder=True) as partial:
+        for split, name in hub_names.items():
+            n = int(OFFICIAL.sizes[split] * scale)
+            test = split == "test" and scale == 1.0
+            write_split(partial / f"{name}_en.jsonl", rng, n, test, vocab)

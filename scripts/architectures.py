@@ -299,6 +299,11 @@ def encoder_layer(model: Model) -> Union[Tuple[Model, Callable], str]:
     forward = getattr(layer, "_func", None)
     if not callable(forward):
         return "thinc's Model keeps its forward elsewhere"
+    try:  # what grouped_forward builds its groups with
+        from spacy_transformers.data_classes import WordpieceBatch  # noqa: F401
+        from spacy_transformers.util import batch_by_length  # noqa: F401
+    except ImportError as err:
+        return str(err)
     return layer, forward
 
 

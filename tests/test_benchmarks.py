@@ -254,7 +254,7 @@ def test_synthetic_set_has_the_official_proportions_and_is_generated_once(tmp_pa
         rows = (source / f"{name}_en.jsonl").read_text(encoding="utf-8").splitlines()
         english = [r for r in map(json.loads, rows) if r["lang"] == "en"]
         assert len(english) == int(OFFICIAL.sizes[split] * 0.001)  # beside other languages
-    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no .partial left
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # nothing half-written left
     monkeypatch.setattr(common, "write_split", None)  # a second call writes nothing
     common.make_synthetic(source, scale=0.001)
 
@@ -316,8 +316,9 @@ def one_line_stop(result, *expected: str) -> str:
     "args,expected",
     [
         (
-            ["benchmarks.bench_accuracy", "--corpus", "{tmp}/corpus", "--out", "{tmp}/out"],
-            ["train.jsonl: not found", "spacy project run corpus"],
+            ["benchmarks.bench_accuracy", "--corpus", "{tmp}/corpus", "--out", "{tmp}/out"]
+            + ["--assets", "{tmp}"],
+            ["{tmp}/train.jsonl: not found", "spacy project run corpus"],
         ),
         (
             ["benchmarks.bench_train_speed", "--corpus", "{tmp}/corpus"],
@@ -364,12 +365,13 @@ def test_bench_train_scale_with_cnn_alone_needs_no_encoder(tmp_path):
 
 
 def test_the_predictor_against_spacy_transformers_on_a_random_pipeline_of_another_family(
-    assets, tmp_path
+    assets, tmp_path, capsys
 ):
     """bench-inference's second part, tiny: random_pipeline builds a DeBERTa-v3 pipeline, and
     bench_inference finds the same entities on both prediction paths."""
     import shutil
 
+    from benchmarks import random_pipeline
     from scripts.gpu_smoke import build_corpus
 
     from .conftest import FIXTURE
@@ -377,10 +379,8 @@ def test_the_predictor_against_spacy_transformers_on_a_random_pipeline_of_anothe
     shutil.copy(assets / "test.jsonl", assets / "train.jsonl")
     corpus, _ = build_corpus(FIXTURE, tmp_path)  # its labels file: System A's 15 types
     out = tmp_path / "random"
-    build = ["benchmarks.random_pipeline", "--family", "deberta-v3", "--size", "tiny"]
-    built = run_cli(*build, "--out", out, "--assets", assets, "--labels", corpus["labels"])
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    assert "word pieces a word on the test texts (13 words)" in built.stdout
+    random_pipeline.main("deberta-v3", "tiny", out, assets, corpus["labels"])
+    assert "word pieces a word on the test texts (13 words)" in capsys.readouterr().out
     args = ["--spacy-model", out / "pipeline", "--assets", assets, "--repeats", "1"]
     run = run_cli("benchmarks.bench_inference", *args, "--systems", "spacy,spacy-plain")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

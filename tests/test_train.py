@@ -197,7 +197,7 @@ def test_a_killed_run_with_averaged_weights_resumes_as_the_uninterrupted_run(cor
     logs = {}
     for name in ("whole", "killed"):
         out = tmp_path / name
-        changes = {"training.optimizer.use_averages": "true", "training.max_steps": 100}
+        changes = {"training.optimizer.use_averages": "true", "training.max_steps": 60}
         args = [ROOT / "configs" / "cnn.cfg", out, *train_args(corpus, out, **changes)]
         if name == "killed":
             state = run_until_a_checkpoint(args, out)
