@@ -176,7 +176,7 @@ def family_of(config: Dict) -> Optional[str]:
     return model_type if model_type in FAMILIES else None
 
 
-def train_tokenizer(family: Family, texts: List[str], size: str):
+def train_tokenizer(family: Family, texts: List[str], vocab: int):
     """A `tokenizers` Tokenizer of the family's kind (WordPiece or byte-level BPE), trained on
     `texts`, that adds the family's cls and sep tokens around a text."""
     from tokenizers import (
@@ -190,7 +190,6 @@ def train_tokenizer(family: Family, texts: List[str], size: str):
     )
 
     cls, sep, _, unk, _ = family.specials
-    vocab = VOCAB_SIZE[size][family.tokenizer]
     if family.tokenizer == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token=unk))
         tok.normalizer = normalizers.BertNormalizer(lowercase=family.lowercase)
@@ -217,7 +216,7 @@ def train_tokenizer(family: Family, texts: List[str], size: str):
     return tok
 
 
-def train_sentencepiece(family: Family, texts: List[str], path: Path, size: str) -> Path:
+def train_sentencepiece(family: Family, texts: List[str], path: Path, vocab: int) -> Path:
     """A SentencePiece unigram model trained on `texts`, written to `path`."""
     import sentencepiece
 
@@ -226,7 +225,7 @@ def train_sentencepiece(family: Family, texts: List[str], path: Path, size: str)
         sentence_iterator=iter(texts),
         model_writer=model,
         model_type="unigram",
-        vocab_size=VOCAB_SIZE[size]["unigram"],
+        vocab_size=vocab,
         hard_vocab_limit=False,  # as many pieces as a few texts give
         minloglevel=2,
         **family.sentencepiece,
@@ -236,11 +235,16 @@ def train_sentencepiece(family: Family, texts: List[str], path: Path, size: str)
 
 
 def build_tiny_transformer(
-    out_dir: Path, texts: Iterable[str], family: str = "bert", size: str = "tiny"
+    out_dir: Path,
+    texts: Iterable[str],
+    family: str = "bert",
+    size: str = "tiny",
+    vocab: Optional[int] = None,
 ) -> Path:
     """A random encoder of `family` (a key of FAMILIES) and `size` (of SIZES), and its
-    tokenizer, trained on `texts`, saved in `out_dir`: what `AutoModel` and `AutoTokenizer`
-    `.from_pretrained` read."""
+    tokenizer, trained on `texts` with at most `vocab` word pieces (default: the size's,
+    VOCAB_SIZE), saved in `out_dir`: what `AutoModel` and `AutoTokenizer` `.from_pretrained`
+    read."""
     import transformers
 
     spec = FAMILIES[family]
@@ -248,14 +252,15 @@ def build_tiny_transformer(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cls, sep, pad, unk, mask = spec.specials
+    vocab = vocab or VOCAB_SIZE[size][spec.tokenizer]
     settings = {"model_max_length": MAX_PIECES, "do_lower_case": spec.lowercase}
     if spec.input_names:
         settings["model_input_names"] = list(spec.input_names)
     if spec.tokenizer == "unigram":
-        model_file = train_sentencepiece(spec, texts, out_dir / "sentencepiece.model", size)
+        model_file = train_sentencepiece(spec, texts, out_dir / "sentencepiece.model", vocab)
         settings["vocab_file"] = str(model_file)
     else:
-        settings.update(tokenizer_object=train_tokenizer(spec, texts, size), bos_token=cls)
+        settings.update(tokenizer_object=train_tokenizer(spec, texts, vocab), bos_token=cls)
         settings.update(cls_token=cls, sep_token=sep, pad_token=pad, unk_token=unk)
         settings.update(mask_token=mask, eos_token=sep)
     tokenizer = getattr(transformers, spec.tokenizer_class)(**settings)

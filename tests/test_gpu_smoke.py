@@ -9,7 +9,13 @@ import time
 import pytest
 from transformers import AutoConfig, AutoModel
 
-from scripts.gpu_smoke import agreement_check, family_of_transformer, loss_check
+from scripts.gpu_smoke import (
+    LOOP_BOUND,
+    agreement_check,
+    family_of_transformer,
+    loss_check,
+    pace_check,
+)
 from scripts.tiny_transformer import build_tiny_transformer
 
 from .conftest import run_cli
@@ -61,6 +67,8 @@ def test_the_cpu_form_trains_the_users_family_predicts_saves_and_passes(family, 
         "false",
         "--steps",
         "40",
+        "--base-steps",
+        "2",
         "--transformer",
         users,
     )
@@ -73,15 +81,28 @@ def test_the_cpu_form_trains_the_users_family_predicts_saves_and_passes(family, 
         "weights finite",
         "same entities again",
         "to_disk, then spacy.load on the CPU",
-        "training speed",
-        "inference speed (CPU)",
+        "training speed, tiny encoder (the loop's most)",
+        f"training speed, base-size {family} (random)",
+        "inference speed (CPU, tiny encoder)",
         "peak GPU memory",
     ]
     model_class = type(AutoModel.from_pretrained(users)).__name__
     assert rows[0][1] == f"a tiny {family} ({model_class})"
     assert all(ln.startswith("✔") for ln in table), table
+    ceiling = int(re.match(r"([\d,]+) words/s over 40 steps", rows[5][1]).group(1).replace(",", ""))
+    base = re.match(r"([\d,]+) words/s over 2 steps, (\d+)% of", rows[6][1])
+    assert ceiling > int(base.group(1).replace(",", "")) > 0  # a base-size encoder, on a CPU
     assert "16 of 16 sentences the same" in run.stdout
     assert "Training, prediction and saving work on the CPU." in run.stdout
+
+
+def test_the_pace_row_names_the_loop_when_the_base_encoder_trains_nearly_as_fast():
+    loop = pace_check(1000.0, LOOP_BOUND * 1000.0 + 1, "bert", 30)
+    gpu = pace_check(1000.0, LOOP_BOUND * 1000.0 - 1, "bert", 30)
+    assert loop.name == "training speed, base-size bert (random)"
+    assert "801 words/s over 30 steps, 80% of the loop's most" in loop.result
+    assert loop.result.endswith("the training loop (the CPU's work) sets the pace")
+    assert gpu.result.endswith("the encoder (the GPU) sets the pace")
 
 
 @pytest.mark.parametrize(
