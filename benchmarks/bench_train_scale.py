@@ -20,8 +20,6 @@ split after step 0) and max_steps --steps + 1. Each run prints, from the moment
 """
 
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -37,6 +35,7 @@ from .common import (
     ROOT,
     child_env,
     encoder_dir,
+    machine,
     make_synthetic,
     needs_encoder,
     read_batches,
@@ -47,26 +46,6 @@ from .common import (
 )
 
 INITIALIZED = "Initialized pipeline"
-
-
-def machine() -> str:
-    """CPU model, cores, memory and the versions that matter, as a user would name them."""
-    from importlib.metadata import version
-
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{model}, {os.cpu_count()} cores, {ram:.0f} GiB RAM; Python {platform.python_version()}, "
-        f"spaCy {version('spacy')}, spacy-transformers {version('spacy-transformers')}, "
-        f"torch {version('torch')}"
-    )
 
 
 def run_step(cmd: List[str], what: str) -> float:

@@ -5,6 +5,7 @@ environment, the memory of a process tree, a measure of how fast the machine is 
 
 import json
 import os
+import platform
 import random
 import statistics
 import sys
@@ -21,6 +22,26 @@ CORPUS_STEP = (
     "Make it with `python -m spacy project run corpus . --vars.dataset=conll2003 "
     "--vars.source=<your CoNLL-2003 directory>` (docs/benchmarks.md)."
 )
+
+
+def machine() -> str:
+    """CPU model, cores, memory and the versions that matter, as a user would name them."""
+    from importlib.metadata import version
+
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{model}, {os.cpu_count()} cores, {ram:.0f} GiB RAM; Python {platform.python_version()}, "
+        f"spaCy {version('spacy')}, spacy-transformers {version('spacy-transformers')}, "
+        f"torch {version('torch')}"
+    )
 
 
 def require_inputs(paths: Iterable[Path], how: str) -> None:
