@@ -31,26 +31,21 @@ from .common import (
     CORPUS_STEP,
     ROOT,
     child_env,
+    child_failed,
     encoder_dir,
     machine_gflops,
+    needs_encoder,
     read_batches,
     require_inputs,
+    run_child,
     spacy_train_cmd,
+    step_rate,
     timed_config,
 )
 
 HF_LR, HF_BATCH = 5e-5, 16  # the recipe
 WARM_STEPS = 2  # steps left out of the calibration: the first ones run slow
-
-
-def seconds_per_step(times: List[float], skip: int = WARM_STEPS) -> float:
-    """Mean seconds a step from the clock times at which the steps ended, the first `skip`
-    steps left out. The mean, not the median: the budget is the sum of the steps, and the
-    step time varies with the batch (one slow batch in ten is what made the median
-    underestimate it by 8-10% in the first runs)."""
-    if len(times) < skip + 2:
-        raise ValueError(f"{len(times)} step times cannot calibrate: need at least {skip + 2}")
-    return (times[-1] - times[skip]) / (len(times) - 1 - skip)
+WARMUP = "training.optimizer.learn_rate.warmup_steps"  # set from the planned steps
 
 
 # --- Hugging Face Trainer recipe -----------------------------------------------------------
@@ -173,7 +168,8 @@ def run_hf(
 
     clock = Clock()
     trainer_for(calib_steps, clock).train()
-    per_step = seconds_per_step(clock.times)
+    # the times at which the steps ended: the same intervals as the steps' starts
+    per_step, _ = step_rate([(t, 0) for t in clock.times], first=WARM_STEPS)
     start = time.time()
     clock = Clock(limit=budget_s)
     # a few seconds of the budget go to loading the model
@@ -230,11 +226,11 @@ def run_spacy(
         extra + ["--training.eval_frequency", "1000", "--corpora.dev.limit", str(dev_limit)],
         gpu_id,
     )
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-    starts = [t for t, _ in read_batches(log)]  # the clock time at which each step started
-    setup = starts[0] - start
-    per_step = seconds_per_step(starts[1:])  # after step 0 (its dev evaluation)
-    eval_s = (starts[1] - starts[0]) - per_step  # spaCy scores the dev split after step 0
+    run_child(cmd, out / "spacy-calibration.log")
+    batches = read_batches(log)  # the clock time at which each step started, its words
+    setup = batches[0][0] - start
+    per_step, _ = step_rate(batches, first=1 + WARM_STEPS)  # after step 0 (its dev evaluation)
+    eval_s = (batches[1][0] - batches[0][0]) - per_step  # spaCy scores dev after step 0
     # spaCy always scores the dev split after step 0; the only other evaluation is at step N,
     # where the schedule has decayed to 0, so model-best is the final model, like HF's:
     # setup + N * per_step + 2 * eval_s = budget
@@ -256,12 +252,12 @@ def run_spacy(
             str(n),
             "--corpora.dev.limit",
             str(dev_limit),
-            "--training.optimizer.learn_rate.warmup_steps",
+            f"--{WARMUP}",
             str(warmup),
         ],
         gpu_id,
     )
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    run_child(cmd, out / "spacy-train.log")
     train_s = time.time() - start
     scores = {
         "calibrated_s_per_step": per_step,
@@ -274,7 +270,7 @@ def run_spacy(
     }
     for split in ("dev", "test"):
         metrics = out / f"spacy-{split}.json"
-        subprocess.run(
+        run_child(
             [
                 sys.executable,
                 "-m",
@@ -290,9 +286,7 @@ def run_spacy(
                 "--code",
                 str(ROOT / "benchmarks" / "spacy_code.py"),
             ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            cwd=ROOT,
+            out / f"spacy-evaluate-{split}.log",
         )
         m = json.loads(metrics.read_text())
         scores[split] = {
@@ -322,6 +316,25 @@ def spacy_settings(lr: float, batch_size: int, overrides: List[str]) -> Dict[str
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--spacy-set")
         settings[key] = value
     return settings
+
+
+def check_config(config: Path, settings: Dict[str, object]) -> None:
+    """Stop with one line unless `config` is one this benchmark compares: a pipeline on the
+    transformer backbone (${paths.transformer}, as configs/trf.cfg) that takes the settings
+    for the budget."""
+    from spacy.util import load_config
+
+    compares = (
+        "bench_accuracy compares a pipeline on the transformer backbone (${paths.transformer}, "
+        "as configs/trf.cfg) with the Hugging Face Trainer on the same backbone"
+    )
+    if not needs_encoder(config):
+        sys.exit(f"{config}: reads no transformer; {compares}.")
+    try:
+        load_config(config, overrides={**settings, WARMUP: 10}, interpolate=False)
+    except ValueError as err:
+        keys = [".".join(map(str, e["loc"])) for e in getattr(err, "errors", None) or []]
+        sys.exit(f"{config}: has no {', '.join(keys) or 'place for the settings'}; {compares}.")
 
 
 app = typer.Typer(add_completion=False)
@@ -371,6 +384,7 @@ def main(
     # checked before anything starts: a bad override must not surface after HF has trained
     settings = spacy_settings(lr, batch_size, spacy_set)
     require_inputs([config], "Give a training config with --config.")
+    check_config(config, settings)
     require_inputs(
         [assets / f"{split}.jsonl" for split in ("train", "dev", "test")]
         + [corpus / name for name in ("train", "dev.spacy", "test.spacy", "labels/ner.json")],
@@ -410,18 +424,16 @@ def main(
     args = sys.argv[1:]
     procs = {}
     for name in ("hf", "spacy"):
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.bench_accuracy", *args, "--only", name],
-            env=env,
-            cwd=ROOT,
-            stdout=open(out / f"{name}.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
+        cmd = [sys.executable, "-m", "benchmarks.bench_accuracy", *args, "--only", name]
+        with open(out / f"{name}.log", "w", encoding="utf-8") as log:
+            procs[name] = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
         if sequential:
             procs[name].wait()
     for name, proc in procs.items():
         if proc.wait() != 0:
-            sys.exit(f"{name} failed; see {out / (name + '.log')}")
+            child_failed(proc.args, out / f"{name}.log")
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in procs}
     how = "one after the other" if sequential else "side by side"
     where = f"GPU {gpu_id}" if gpu_id >= 0 else f"{threads} thread(s) each"

@@ -28,6 +28,7 @@ from benchmarks.common import (
     CORPUS_STEP,
     ROOT,
     child_env,
+    child_failed,
     require_inputs,
     require_pipeline,
     wait_peak_rss,
@@ -90,7 +91,7 @@ def run(model: str, corpus: Path, out: Path, args: List[str], shard_size: int) -
         peak = wait_peak_rss(proc, interval=0.2)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{log.read_text()[-4000:]}")
+        child_failed(cmd, log)
     summary = json.loads((out / "summary.json").read_text())
     return {
         "wall_s": wall,

@@ -20,16 +20,19 @@ from pathlib import Path
 
 import typer
 
-from .common import make_synthetic
+from .common import LOGS, child_failed, make_synthetic
 
 
-def timed(cmd) -> tuple:
+def timed(cmd, log: Path) -> tuple:
+    """Wall seconds and peak resident MiB of `cmd`; its output in `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(log, "w", encoding="utf-8") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
+        child_failed(cmd, log)
     return wall, usage.ru_maxrss / 1024  # MiB (Linux reports KiB)
 
 
@@ -37,6 +40,7 @@ def main(
     repeats: int = typer.Option(2, help="Runs of each step; the median is printed"),
     scale: float = typer.Option(1.0, help="Fraction of the official size (1.0 = full)"),
     workdir: Path = typer.Option(None, help="Keep the data here (default: a temp dir)"),
+    logs: Path = typer.Option(LOGS, help="where each step's output goes"),
 ):
     with tempfile.TemporaryDirectory() as tmp:
         root = workdir or Path(tmp)
@@ -65,7 +69,7 @@ def main(
         results = {name: [] for name in steps}
         for _ in range(repeats):
             for name, cmd in steps.items():
-                results[name].append(timed(cmd))
+                results[name].append(timed(cmd, logs / f"bench-convert-{name.split()[0]}.log"))
         stats = json.loads((corpus / "multinerd_a" / "stats.json").read_text())["splits"]
         sizes = ", ".join(f"{s} {v['sentences']:,}" for s, v in stats.items())
         tokens = sum(v["tokens"] for v in stats.values())

@@ -22,14 +22,21 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional, Set, Tuple, Union
 
 import typer
 
-from .common import CORPUS_STEP, ROOT, child_env, require_inputs, require_pipeline
+from .common import (
+    CORPUS_STEP,
+    LOGS,
+    ROOT,
+    child_env,
+    child_failed,
+    require_inputs,
+    require_pipeline,
+)
 
 Span = Tuple[int, int, int, str]  # sentence, start char, end char, label
 
@@ -189,6 +196,7 @@ def main(
     limit: int = typer.Option(0, help="first N test sentences (0: all)"),
     gpu_id: int = typer.Option(-1, help="GPU id; -1 for CPU"),
     output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
+    logs: Path = typer.Option(LOGS, help="where each system's process writes its messages"),
     systems: str = typer.Option(
         "spacy,spacy-plain-256,hf-simple,hf-first",
         help="spacy (as trained), spacy-N (max_batch_items N), spacy-plain[-N] "
@@ -216,15 +224,16 @@ def main(
     results = {}
     for system in names:
         cmd = [sys.executable, "-m", "benchmarks.bench_inference", *sys.argv[1:], "--only", system]
-        with tempfile.TemporaryFile("w+") as err:
+        log = logs / f"inference-{system}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w", encoding="utf-8") as err:
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, text=True
             )
             stdout = proc.stdout.read()
             _, status, usage = os.wait4(proc.pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                err.seek(0)
-                sys.exit(f"{system} failed:\n" + err.read()[-3000:])
+        if os.waitstatus_to_exitcode(status) != 0:
+            child_failed(cmd, log)
         results[system] = json.loads(stdout.split("RESULT ", 1)[1])
         results[system]["peak_rss_mib"] = usage.ru_maxrss / 1024
     first = next(iter(results))  # the ratios and entities are against the first system

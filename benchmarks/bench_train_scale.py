@@ -34,13 +34,16 @@ import typer
 from .common import (
     ROOT,
     child_env,
+    child_failed,
     encoder_dir,
     machine,
     make_synthetic,
     needs_encoder,
     read_batches,
     require_inputs,
+    run_child,
     spacy_train_cmd,
+    step_rate,
     timed_config,
     wait_peak_rss,
 )
@@ -48,11 +51,10 @@ from .common import (
 INITIALIZED = "Initialized pipeline"
 
 
-def run_step(cmd: List[str], what: str) -> float:
+def run_step(cmd: List[str], log: Path) -> float:
+    """Seconds the project's step `cmd` took; its output in `log`."""
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{what} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    run_child(cmd, log, env=child_env())
     return time.perf_counter() - start
 
 
@@ -63,12 +65,13 @@ def prepare(workdir: Path, scale: float, shard_size: int) -> Path:
     make_synthetic(source, scale=scale)
     py = sys.executable
     fetch = run_step(
-        [py, "-m", "scripts.fetch", "multinerd", str(assets), "--source", str(source)], "fetch"
+        [py, "-m", "scripts.fetch", "multinerd", str(assets), "--source", str(source)],
+        workdir / "fetch.log",
     )
     convert = run_step(
         [py, "-m", "scripts.convert", "multinerd", str(assets), str(corpus), "--scheme", "a"]
         + ["--shard-size", str(shard_size)],
-        "convert",
+        workdir / "convert.log",
     )
     print(f"fetch {fetch:.1f} s, convert {convert:.1f} s (System A, shards of {shard_size:,})")
     return corpus / "multinerd_a"
@@ -136,8 +139,7 @@ def run_training(cmd: List[str], out: Path) -> Dict[str, float]:
     reader.join(timeout=10)
     log.close()
     if proc.returncode != 0:
-        text = (out / "train.log").read_text(encoding="utf-8")
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{text[-4000:]}")
+        child_failed(cmd, out / "train.log")
     batches = read_batches(out / "batches.tsv")
     return {
         "init_s": seen.get("init_s", float("nan")),
@@ -146,15 +148,6 @@ def run_training(cmd: List[str], out: Path) -> Dict[str, float]:
         "peak_rss_mib": peak / 2**20,
         "wall_s": wall,
     }
-
-
-def words_per_s(batches, steps: int) -> float:
-    """Words of steps 1 to `steps` over their wall time: from the start of step 1 to the start
-    of step steps + 1."""
-    if len(batches) < steps + 2:
-        raise ValueError(f"{len(batches)} batches: need {steps + 2} to time {steps} steps")
-    words = sum(n for _, n in batches[1 : steps + 1])
-    return words / (batches[steps + 1][0] - batches[1][0])
 
 
 def main(
@@ -194,7 +187,8 @@ def main(
     )
     if reader_epoch:
         cmd = [sys.executable, "-m", "benchmarks.reader_epoch", str(corpus / "train")]
-        subprocess.run(cmd, cwd=ROOT, env=child_env(), check=True)
+        run_child(cmd, workdir / "reader-epoch.log", env=child_env())
+        print((workdir / "reader-epoch.log").read_text(encoding="utf-8"), end="")
     results: Dict[str, List[Dict]] = {c: [] for c in configs.split(",")}
     for repeat in range(repeats):
         for config in results:
@@ -203,7 +197,7 @@ def main(
             cfg = bench_config(config, out, spacy_reader)
             cmd = train_cmd(cfg, corpus, encoder_path, out, steps + 1, dev_limit, override)
             r = run_training(cmd, out)
-            r["words_per_s"] = words_per_s(r.pop("batches"), steps)
+            r["words_per_s"] = step_rate(r.pop("batches"), steps=steps)[1]  # after step 0
             results[config].append(r)
             print(
                 f"run {repeat + 1} {config}: initialized {r['init_s']:.1f} s, first step "

@@ -8,7 +8,6 @@ by default; --gpu-id 0 on a GPU machine.
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,13 +20,16 @@ from scripts.architectures import StreamedCorpus
 
 from .common import (
     CORPUS_STEP,
+    LOGS,
     ROOT,
     child_env,
     encoder_dir,
     needs_encoder,
     read_batches,
     require_inputs,
+    run_child,
     spacy_train_cmd,
+    step_rate,
     timed_config,
 )
 
@@ -40,6 +42,7 @@ def main(
     repeats: int = typer.Option(2),
     gpu_id: int = typer.Option(-1),
     output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
+    logs: Path = typer.Option(LOGS, help="where each training run's output goes"),
 ):
     from scripts.check_gpu import require
 
@@ -58,7 +61,7 @@ def main(
     results = {}
     for config, cfg in cfgs.items():
         rates = []
-        for _ in range(repeats):
+        for repeat in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
                 log, timed = Path(tmp) / "batches.tsv", Path(tmp) / f"{config}.cfg"
                 timed_config(cfg, log).to_disk(timed)
@@ -80,16 +83,15 @@ def main(
                     ],
                     gpu_id,
                 )
-                subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-                starts = [t for t, _ in read_batches(log)]
-                if len(starts) < 3:
+                run_child(cmd, logs / f"train-speed-{config}-{repeat + 1}.log", env=env)
+                batches = read_batches(log)
+                if len(batches) < 3:
                     sys.exit(
-                        f"{config}: {len(starts)} training step(s) in {sentences:,} sentences, "
+                        f"{config}: {len(batches)} training step(s) in {sentences:,} sentences, "
                         "too few to time (step 0 is left out): give more --sentences."
                     )
-                # mean words a step over the mean time a step, from step 1 to the last
-                per_step = (starts[-1] - starts[1]) / (len(starts) - 2)
-                rates.append(words / len(starts) / per_step)
+                # from the start of step 1 to the start of the last (whose end is not logged)
+                rates.append(step_rate(batches)[1])
         print(
             f"{config}: {statistics.median(rates):,.0f} words/s training "
             f"(runs {', '.join(f'{r:,.0f}' for r in rates)})"

@@ -1,17 +1,20 @@
 """What the benchmark scripts share: the project root, the checks of their inputs (each stops
-with one line that names what is missing and how to make it), their child processes'
-environment, the memory of a process tree, a measure of how fast the machine is right now,
-`spacy train` with the batch timer and the synthetic MultiNERD of the official size."""
+with one line that names what is missing and how to make it), their child processes (their
+environment, their logs, and one line when one fails), the memory of a process tree, a
+measure of how fast the machine is right now, `spacy train` with the batch timer, the step
+rate from its batch log, and the synthetic MultiNERD of the official size."""
 
 import json
 import os
 import platform
 import random
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, NoReturn, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -85,6 +88,24 @@ def child_env(**extra: str) -> dict:
     return dict(
         os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=path, **extra
     )
+
+
+LOGS = ROOT / "benchmarks" / "runs" / "logs"  # child processes' logs, where no run folder is
+
+
+def run_child(cmd: Sequence, log: Path, **options) -> None:
+    """Run a benchmark's child process in the project root, its output (stdout and stderr)
+    written to `log`; stop with one line if it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as sink:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, **options)
+    if done.returncode != 0:
+        child_failed(cmd, log)
+
+
+def child_failed(cmd: Sequence, log: Path) -> NoReturn:
+    """Stop the benchmark with one line: the child's command, and where its output is."""
+    sys.exit(f"{shlex.join(map(str, cmd))} failed: its output is in {log}")
 
 
 def tree_rss(process) -> int:
@@ -162,6 +183,24 @@ def read_batches(path) -> List[Tuple[float, int]]:
     """(clock time, words) of every batch, in order."""
     rows = [line.split("\t") for line in Path(path).read_text(encoding="utf-8").splitlines()]
     return [(float(t), int(n)) for t, n in rows]
+
+
+def step_rate(
+    batches: Sequence[Tuple[float, int]], first: int = 1, steps: Optional[int] = None
+) -> Tuple[float, float]:
+    """(seconds a step, words a second) of `steps` steps from step `first` (None: every step
+    whose end the log has, the next one's start), from the batch log: (clock time at which
+    each step started, its words). Step 0 is left out by default: spaCy scores the dev split
+    after it. The mean over the steps, not the median: a budget and a rate are sums, and the
+    step time varies with the batch (one slow batch in ten made the median underestimate it
+    by 8-10% in the first runs)."""
+    steps = len(batches) - 1 - first if steps is None else steps
+    if steps < 1 or len(batches) < first + steps + 1:
+        raise ValueError(
+            f"{len(batches)} steps logged: too few to time {max(steps, 1)} after step {first}"
+        )
+    seconds = batches[first + steps][0] - batches[first][0]
+    return seconds / steps, sum(n for _, n in batches[first : first + steps]) / seconds
 
 
 def spacy_train_cmd(config, corpus, model_dir, output, steps, extra, gpu_id: int = -1):

@@ -232,6 +232,7 @@ def transformer_model(
         mixed_precision and on_gpu,
         grad_scaler_config or {},
     )
+    keep_config_exact(model)
     found = encoder_layer(model)
     if isinstance(found, str):
         warn_plain_path(found)
@@ -327,6 +328,77 @@ def warn_plain_path(why: str) -> None:
 class PlainPathWarning(UserWarning):
     """The CPU grouping is off: spacy-transformers' layout, or the encoder's output, is not
     what it knows."""
+
+
+# The encoder's config, exactly. spacy-transformers saves the encoder's Hugging Face config
+# exactly (msgpack, in the pipeline's transformer/model file), but its shim's from_bytes, which
+# every load goes through (spacy.load of a folder or a package, nlp.from_bytes), writes it to a
+# temporary config.json with srsly's JSON writer, which keeps 9 decimals: a layer_norm_eps of
+# 1e-12 (BERT's, ELECTRA's) comes back as 0.0. So the shim's from_bytes is wrapped: after
+# spacy-transformers' own load, the config is read back from the same bytes, and where the
+# loaded one differs, the encoder is rebuilt from it with the loaded weights. Checked when the
+# model is built and when it loads: with another layout, or a config that cannot be rebuilt,
+# the encoder stays as spacy-transformers loaded it, with one warning.
+SHIM_ATTRIBUTES = ("_hfmodel", "_model", "model_cls", "from_bytes")
+
+
+def keep_config_exact(model: Model) -> None:
+    """Make the model's encoder load with the config it was saved with, every key exactly."""
+    shims = model.layers[0].shims if model.layers else []
+    if len(shims) != 1 or not all(hasattr(shims[0], name) for name in SHIM_ATTRIBUTES):
+        warn_config_rounded("its encoder layer does not hold one Hugging Face shim")
+        return
+    shim = shims[0]
+    shim.from_bytes = partial(load_exact_config, shim, type(shim).from_bytes)
+
+
+def load_exact_config(shim, library_from_bytes: Callable, data: bytes):
+    """The shim's from_bytes: spacy-transformers' own, then the encoder's config as saved."""
+    import srsly
+
+    library_from_bytes(shim, data)
+    msg = srsly.msgpack_loads(data)
+    saved = msg.get("config") if isinstance(msg, dict) else None
+    encoder = getattr(shim._hfmodel, "transformer", None)
+    if not isinstance(saved, dict) or (saved and not hasattr(encoder, "config")):
+        warn_config_rounded("its saved encoder has no config where expected")
+    elif saved:
+        try:
+            restore_config(shim, encoder, saved)
+        except Exception as err:  # spacy-transformers' load stands
+            warn_config_rounded(f"{type(err).__name__}: {err}")
+    return shim
+
+
+def restore_config(shim, encoder, saved: dict) -> None:
+    """Give the shim's loaded `encoder` the `saved` config: its name in place, and for any
+    other difference a new encoder built from that config, with the loaded weights."""
+    if "_name_or_path" in saved:  # spacy-transformers' temporary folder otherwise
+        encoder.config.name_or_path = saved["_name_or_path"]
+    loaded = encoder.config.to_dict()
+    if all(key in loaded and loaded[key] == value for key, value in saved.items()):
+        return
+    rebuilt = shim.model_cls.from_config(type(encoder.config).from_dict(saved))
+    rebuilt.load_state_dict(encoder.state_dict())
+    rebuilt.to(encoder.device).train(encoder.training)
+    shim._hfmodel.transformer = shim._model = rebuilt
+
+
+def warn_config_rounded(why: str) -> None:
+    from importlib.metadata import version
+
+    warnings.warn(
+        "multinerd.TransformerModel.v2: the encoder's config cannot be kept exact with "
+        f"spacy-transformers {version('spacy-transformers')} ({why}): it loads as "
+        "spacy-transformers loads it, with floats rounded to 9 decimals (docs/inference.md).",
+        ConfigWarning,
+        stacklevel=3,
+    )
+
+
+class ConfigWarning(UserWarning):
+    """The encoder's config may load with rounded floats: spacy-transformers' layout, or the
+    config, is not what keep_config_exact knows."""
 
 
 # ------------------------------------------------------------------------------------------

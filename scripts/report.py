@@ -44,12 +44,46 @@ def load_json(path: Path) -> Dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# What a pipeline without a transformer encodes its words with, in words (spaCy's PREFIX and
+# SUFFIX: the first letter and the last three letters of a word)
+ENCODERS_IN_WORDS = {
+    "spacy.MaxoutWindowEncoder.v2": "CNN",
+    "spacy.MishWindowEncoder.v2": "CNN",
+    "spacy.TorchBiLSTMEncoder.v1": "BiLSTM",
+}
+ATTRS_IN_WORDS = {
+    "ORTH": "text",
+    "LOWER": "lowercase form",
+    "NORM": "normalized form",
+    "PREFIX": "first letter",
+    "SUFFIX": "last three letters",
+    "SHAPE": "shape (Xxxx, dd)",
+}
+
+
 def encoder_of(nlp) -> str:
-    """The pipeline's transformer (its name or path and model type), or that it has none."""
+    """The pipeline's encoder in words: its transformer (name or path, and model type), or the
+    tok2vec it has instead."""
     if "transformer" not in nlp.pipe_names:
-        return "no transformer"
+        return tok2vec_in_words(nlp.config)
     model_type = nlp.get_pipe("transformer").model.transformer.config.model_type
     return f"{encoder_name(nlp.config)} ({model_type})"
+
+
+def tok2vec_in_words(config) -> str:
+    """A pipeline's tok2vec component (spaCy's Tok2Vec: hash embeddings of token attributes and
+    a window encoder) in words; "no transformer" for any other."""
+    model = config.interpolate()["components"].get("tok2vec", {}).get("model", {})
+    embed, encode = model.get("embed", {}), model.get("encode", {})
+    kind = ENCODERS_IN_WORDS.get(encode.get("@architectures"))
+    if kind is None or not embed.get("attrs") or "depth" not in encode:
+        return "no transformer"
+    attrs = [ATTRS_IN_WORDS.get(attr, attr) for attr in embed["attrs"]]
+    listed = " and ".join([", ".join(attrs[:-1]), attrs[-1]] if len(attrs) > 1 else attrs)
+    return (
+        f"spaCy's {kind} tok2vec ({encode['depth']} layers of width {encode['width']}, no "
+        f"transformer) over hash embeddings of each word's {listed}"
+    )
 
 
 def predict(model: Path, test: Path, gpu_id: int, batch_size: int):

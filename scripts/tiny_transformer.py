@@ -127,8 +127,7 @@ FAMILIES: Dict[str, Family] = {
         "MPNetTokenizerFast",
         "wordpiece",
         ("<s>", "</s>", "<pad>", "[UNK]", "<mask>"),
-        # MPNetConfig's default eps is 1e-12, its releases' 1e-5 (spacy-transformers reloads a
-        # config through JSON with 9 decimals: 1e-12 comes back as 0.0)
+        # MPNetConfig's default eps is 1e-12, its releases' 1e-5
         {"offset": 2, "relative_attention_num_buckets": 32, "layer_norm_eps": 1e-5},
         lowercase=True,
     ),

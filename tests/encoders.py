@@ -78,3 +78,19 @@ def entities(nlp, texts):
         [(e.start_char, e.end_char, e.label_) for e in doc.ents]
         for doc in nlp.pipe(texts, batch_size=8)
     ]
+
+
+def bit_for_bit(value):
+    """`value` (a config dict) with every float as its hex string: equal only bit for bit."""
+    if isinstance(value, float):
+        return value.hex()
+    if isinstance(value, dict):
+        return {key: bit_for_bit(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [bit_for_bit(item) for item in value]
+    return value
+
+
+def norm_eps(encoder) -> dict:
+    """{module name: eps} of the encoder's normalization layers, as its torch modules run."""
+    return {name: m.eps for name, m in encoder.named_modules() if hasattr(m, "eps")}

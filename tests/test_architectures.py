@@ -10,7 +10,15 @@ import pytest
 from scripts import architectures
 from scripts.architectures import length_groups
 
-from .encoders import TEXTS, entities, plain_path, tiny_pipeline, with_model
+from .encoders import (
+    TEXTS,
+    bit_for_bit,
+    entities,
+    norm_eps,
+    plain_path,
+    tiny_pipeline,
+    with_model,
+)
 
 ATOL = 1e-5  # float32, the same weights, other padding: the hidden states agree this closely
 
@@ -132,6 +140,48 @@ def test_the_layout_of_the_installed_spacy_transformers_is_the_known_one(nlp):
     assert not isinstance(found, str), found
     layer, _ = found
     assert architectures.hf_encoder(layer) is model.transformer  # its own public property
+
+
+def test_the_installed_spacy_transformers_saves_the_config_where_it_is_read_back(nlp):
+    """keep_config_exact reads the encoder's config from what the shim's to_bytes wrote."""
+    import srsly
+
+    model = nlp.get_pipe("transformer").model
+    shim = model.layers[0].shims[0]
+    assert all(hasattr(shim, name) for name in architectures.SHIM_ATTRIBUTES)
+    saved = srsly.msgpack_loads(shim.to_bytes())["config"]
+    assert bit_for_bit(saved) == bit_for_bit(model.transformer.config.to_dict())
+    loaded = with_model(nlp).get_pipe("transformer").model.transformer
+    assert bit_for_bit(loaded.config.to_dict()) == bit_for_bit(saved)
+    assert norm_eps(loaded) == norm_eps(model.transformer)
+
+
+def test_another_shim_loads_the_config_as_spacy_transformers_does_and_says_so_once(
+    nlp, plain, monkeypatch
+):
+    monkeypatch.setattr(architectures, "SHIM_ATTRIBUTES", ("an_attribute_renamed_later",))
+    with pytest.warns(UserWarning) as caught:
+        changed = with_model(nlp)
+    said = [w for w in caught if w.category is architectures.ConfigWarning]
+    assert len(said) == 1 and "floats rounded to 9 decimals" in str(said[0].message)
+    encoder = changed.get_pipe("transformer").model.transformer
+    assert norm_eps(encoder) == norm_eps(plain.get_pipe("transformer").model.transformer)
+    assert entities(changed, TEXTS) == entities(plain, TEXTS)
+
+
+def test_saved_bytes_without_a_config_or_one_that_fails_load_as_they_are_and_say_so(nlp):
+    import srsly
+
+    shim = with_model(nlp).get_pipe("transformer").model.layers[0].shims[0]
+    encoder = shim._hfmodel.transformer
+    data = srsly.msgpack_dumps({"state": b""})  # a later layout: no "config"
+    with pytest.warns(architectures.ConfigWarning, match="no config where expected"):
+        architectures.load_exact_config(shim, lambda shim, data: shim, data)
+    assert shim._hfmodel.transformer is encoder
+    data = srsly.msgpack_dumps({"config": {"hidden_size": "wide"}})  # cannot be built
+    with pytest.warns(architectures.ConfigWarning, match="cannot be kept exact"):
+        architectures.load_exact_config(shim, lambda shim, data: shim, data)
+    assert shim._hfmodel.transformer is encoder
 
 
 def test_another_layout_keeps_spacy_transformers_path_and_says_so_once(nlp, plain, monkeypatch):

@@ -5,6 +5,7 @@ named requirement, and a missing input stops a benchmark with one line, never a 
 
 import ast
 import json
+import shlex
 import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
@@ -135,6 +136,21 @@ def test_bench_accuracy_checks_spacy_overrides_before_training(tmp_path):
     assert not out.exists()
 
 
+def test_bench_accuracy_on_a_config_without_the_backbone_says_what_it_compares(tmp_path):
+    from typer.testing import CliRunner
+
+    from benchmarks.bench_accuracy import app
+
+    out = tmp_path / "run"
+    cnn = ROOT / "configs" / "cnn.cfg"
+    result = CliRunner().invoke(app, ["--config", str(cnn), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"{cnn}: reads no transformer; bench_accuracy compares a pipeline")
+    assert "(${paths.transformer}, as configs/trf.cfg)" in line
+    assert not out.exists()
+
+
 def test_inference_systems_are_parsed_or_refused():
     import typer
 
@@ -162,14 +178,23 @@ def test_inference_systems_are_parsed_or_refused():
             parse_system(bad)
 
 
-def test_calibration_is_the_mean_step_after_the_warm_steps():
-    from benchmarks.bench_accuracy import seconds_per_step
+def test_the_step_rate_is_the_mean_over_the_timed_steps():
+    from benchmarks.common import step_rate
 
     # two slow warm steps, then nine steps of 1 s and one slow batch of 6 s
     times = [0.0, 5.0, 10.0] + [10.0 + i for i in range(1, 10)] + [25.0]
-    assert seconds_per_step(times) == pytest.approx(1.5)  # 15 s over 10 steps; the median says 1
-    with pytest.raises(ValueError, match="3 step times"):
-        seconds_per_step([0.0, 1.0, 2.0])
+    batches = [(t, 100) for t in times]
+    seconds, words = step_rate(batches, first=2)  # bench_accuracy's calibration
+    assert seconds == pytest.approx(1.5)  # 15 s over 10 steps; the median says 1
+    assert words == pytest.approx(100 * 10 / 15)
+    # words/s of steps 1..N: step 0 (and the dev evaluation after it) left out
+    batches = [(0.0, 1000), (10.0, 100), (11.0, 200), (13.0, 300)]
+    assert step_rate(batches, steps=2) == (1.5, (100 + 200) / (13.0 - 10.0))
+    assert step_rate(batches) == step_rate(batches, steps=2)  # every step whose end is logged
+    with pytest.raises(ValueError, match="4 steps logged"):
+        step_rate(batches, steps=3)
+    with pytest.raises(ValueError, match="3 steps logged"):
+        step_rate([(0.0, 1), (1.0, 1), (2.0, 1)], first=2)
 
 
 def test_linear_gflops_counts_two_flops_per_multiply_add(monkeypatch):
@@ -196,7 +221,6 @@ def test_timed_batcher_hands_out_spacys_batches_and_logs_their_words(tmp_path):
     from spacy.util import registry
 
     from benchmarks import batch_timer  # noqa: F401  (registers the timed batchers)
-    from benchmarks.bench_train_scale import words_per_s
     from benchmarks.common import ROOT, read_batches, timed_config
 
     nlp = spacy.blank("en")
@@ -224,11 +248,6 @@ def test_timed_batcher_hands_out_spacys_batches_and_logs_their_words(tmp_path):
         settings = dict(as_is["training"]["batcher"], log_path=str(tmp_path / "x.tsv"))
         settings["@batchers"] = timed_name
         assert dict(timed["training"]["batcher"]) == settings
-    # words/s of steps 1..N: step 0 (and the dev evaluation after it) left out
-    batches = [(0.0, 1000), (10.0, 100), (11.0, 200), (13.0, 300)]
-    assert words_per_s(batches, 2) == (100 + 200) / (13.0 - 10.0)
-    with pytest.raises(ValueError):
-        words_per_s(batches, 3)
 
 
 def test_wait_peak_rss_sees_the_memory_of_a_child_of_the_child():
@@ -354,6 +373,29 @@ def test_a_missing_input_stops_a_benchmark_with_one_line(tmp_path, args, expecte
     assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()  # before work
 
 
+def test_a_failing_child_stops_a_benchmark_with_one_line_naming_it_and_its_log(tmp_path):
+    from benchmarks.common import run_child
+
+    cmd = [sys.executable, "-c", "print('working'); raise SystemExit('out of memory')"]
+    log = tmp_path / "logs" / "child.log"
+    with pytest.raises(SystemExit) as stop:
+        run_child(cmd, log)
+    assert stop.value.code == f"{shlex.join(cmd)} failed: its output is in {log}"
+    assert log.read_text().splitlines() == ["working", "out of memory"]
+
+
+def test_a_benchmark_whose_child_fails_ends_with_one_line(assets, tmp_path):
+    """bench_inference runs each system in a child process: a pipeline that does not load."""
+    (tmp_path / "broken").mkdir()
+    args = ["--spacy-model", tmp_path / "broken", "--assets", assets, "--systems", "spacy"]
+    result = run_cli("benchmarks.bench_inference", *args, "--logs", tmp_path / "logs")
+    log = tmp_path / "logs" / "inference-spacy.log"
+    one_line_stop(
+        result, "-m benchmarks.bench_inference", "--only spacy", f"its output is in {log}"
+    )
+    assert "Traceback" in log.read_text()  # the child's own, for whoever reads the log
+
+
 def test_bench_train_scale_with_cnn_alone_needs_no_encoder(tmp_path):
     """cnn reads no pretrained encoder: a missing encoder package does not stop it."""
     args = ["benchmarks.bench_train_scale", "--configs", "cnn", "--encoder", "no_such_encoder"]
@@ -382,6 +424,7 @@ def test_the_predictor_against_spacy_transformers_on_a_random_pipeline_of_anothe
     random_pipeline.main("deberta-v3", "tiny", out, assets, corpus["labels"])
     assert "word pieces a word on the test texts (13 words)" in capsys.readouterr().out
     args = ["--spacy-model", out / "pipeline", "--assets", assets, "--repeats", "1"]
+    args += ["--logs", tmp_path / "logs"]
     run = run_cli("benchmarks.bench_inference", *args, "--systems", "spacy,spacy-plain")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (line,) = [ln for ln in run.stdout.splitlines() if ln.startswith("spacy-plain:")]

@@ -27,7 +27,7 @@ from scripts.tiny_transformer import (
 )
 
 from .conftest import FIXTURE, ROOT, run_cli
-from .encoders import entities, plain_path, with_model
+from .encoders import bit_for_bit, entities, norm_eps, plain_path, with_model
 
 STEPS = 20  # enough for a tiny encoder to find the fixture's entities
 ATOL = 1e-5
@@ -151,6 +151,32 @@ def test_it_predicts_what_spacy_transformers_predicts_also_after_saving(family, 
         assert torch.allclose(a, b, atol=ATOL), key
     pipeline.to_disk(tmp_path / "saved")
     assert entities(spacy.load(tmp_path / "saved"), texts) == expected
+
+
+def test_its_encoder_loads_with_the_config_it_was_trained_with(trained, family, pipeline):
+    """spacy-transformers' own load writes the config through JSON with 9 decimals (BERT's and
+    ELECTRA's layer_norm_eps of 1e-12 came back as 0.0); multinerd.TransformerModel.v2 loads
+    it exactly, every key, from a folder (here), from bytes, or from a package
+    (test_workflow)."""
+    from transformers import AutoModel
+
+    # what training started from: the encoder directory, read as spacy-transformers reads it
+    want = AutoModel.from_pretrained(str(trained[family].encoder))
+    loaded = pipeline.get_pipe("transformer").model.transformer
+    assert bit_for_bit(loaded.config.to_dict()) == bit_for_bit(want.config.to_dict())
+    assert norm_eps(loaded) == norm_eps(want)
+    # a float that 9 decimals round, in a key every family has, is kept too
+    texts = list(fixture_texts(FIXTURE))[:16]
+    expected = entities(pipeline, texts)
+    before, loaded.config.initializer_range = loaded.config.initializer_range, 0.02 + 1e-12
+    try:
+        reloaded = with_model(pipeline)  # from bytes, as spacy.load does
+    finally:
+        loaded.config.initializer_range = before
+    again = reloaded.get_pipe("transformer").model.transformer
+    assert again.config.initializer_range == 0.02 + 1e-12
+    assert norm_eps(again) == norm_eps(want)
+    assert entities(reloaded, texts) == expected  # the same weights
 
 
 @pytest.mark.parametrize(

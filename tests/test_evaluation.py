@@ -142,6 +142,23 @@ def test_readme_results_table_is_filled_between_markers(tmp_path):
     assert "| LOC |  |  |  |" in text
 
 
+CNN_IN_WORDS = (
+    "spaCy's CNN tok2vec (4 layers of width 96, no transformer) over hash embeddings of each "
+    "word's normalized form, first letter, last three letters and shape (Xxxx, dd)"
+)
+
+
+def test_the_encoder_of_a_pipeline_without_a_transformer_is_named_in_words():
+    from spacy.util import load_config
+
+    from scripts import report
+
+    from .conftest import ROOT
+
+    assert report.tok2vec_in_words(load_config(ROOT / "configs" / "cnn.cfg")) == CNN_IN_WORDS
+    assert report.encoder_of(spacy.blank("en")) == "no transformer"
+
+
 def test_report_fills_the_readme_table_for_multinerd_only(tmp_path, monkeypatch):
     import json
 
@@ -152,7 +169,7 @@ def test_report_fills_the_readme_table_for_multinerd_only(tmp_path, monkeypatch)
 
     nlp = spacy.blank("en")
     doc = Doc(nlp.vocab, words=["Ada", "in", "Paris"], ents=["B-PER", "O", "B-LOC"])
-    monkeypatch.setattr(report, "predict", lambda *args: ([doc], [doc], "no transformer"))
+    monkeypatch.setattr(report, "predict", lambda *args: ([doc], [doc], CNN_IN_WORDS))
     for dataset in ("conll2003", "multinerd"):
         corpus, metrics = tmp_path / dataset / "corpus", tmp_path / dataset / "metrics"
         (corpus / f"{dataset}_a").mkdir(parents=True)
@@ -179,6 +196,9 @@ def test_report_fills_the_readme_table_for_multinerd_only(tmp_path, monkeypatch)
         )
         assert (metrics / "report.md").exists()
         assert ("old" in readme.read_text()) == (dataset == "conll2003")
+    assert f"of multinerd_a, encoder {CNN_IN_WORDS}, written by" in " ".join(
+        readme.read_text().split()
+    )
 
 
 def test_clear_empties_the_readme_table_only_if_that_report_filled_it(tmp_path):

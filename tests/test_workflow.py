@@ -30,6 +30,7 @@ from .conftest import FIXTURE, ROOT, run_cli
 
 SCHEME_B = SCHEMES["b"].types
 PACKAGED_FAMILY = "deberta-v3"
+TINY_EPS = 1e-12
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -47,6 +48,9 @@ def project(tmp_path_factory):
     # a family beyond BERT, with no pooler and a SentencePiece tokenizer, is what the packages
     # carry (every family trains and predicts in test_encoders.py)
     tiny = build_tiny_transformer(base / "tiny-deberta", fixture_texts(FIXTURE), PACKAGED_FAMILY)
+    # BERT's layer_norm_eps, which a JSON of 9 decimals loses: the packages must keep it
+    config = json.loads((tiny / "config.json").read_text())
+    (tiny / "config.json").write_text(json.dumps({**config, "layer_norm_eps": TINY_EPS}))
     fresh = tree(project)
     vars_ = [
         f"--vars.source={FIXTURE}",
@@ -205,9 +209,12 @@ def test_wheels_install_into_a_fresh_venv_and_load_offline(project, tmp_path):
         "    out[name] = {'file': str(spacy.util.get_package_path(name)),\n"
         "                 'labels': sorted({e.label_ for d in docs for e in d.ents}),\n"
         "                 'n_ents': sum(len(d.ents) for d in docs),\n"
-        "                 'scheme': nlp.meta['label_scheme']['labels'],\n"
-        "                 'encoder': nlp.get_pipe('transformer').model.transformer\n"
-        "                            .config.model_type}\n"
+        "                 'scheme': nlp.meta['label_scheme']['labels']}\n"
+        "    encoder = nlp.get_pipe('transformer').model.transformer\n"
+        "    out[name].update(encoder=encoder.config.model_type,\n"
+        "                     config_eps=encoder.config.layer_norm_eps.hex(),\n"
+        "                     eps=sorted({m.eps for m in encoder.modules()\n"
+        "                                 if hasattr(m, 'eps')}))\n"
         "print(json.dumps(out))\n"
     )
     run = subprocess.run(
@@ -225,6 +232,8 @@ def test_wheels_install_into_a_fresh_venv_and_load_offline(project, tmp_path):
         assert info["file"].startswith(str(venv))  # installed, not the project checkout
         assert info["n_ents"] > 0
         assert info["encoder"] == FAMILIES[PACKAGED_FAMILY].model_type
+        # the encoder's config as trained, bit for bit, and its layers built from it
+        assert info["config_eps"] == TINY_EPS.hex() and info["eps"] == [TINY_EPS]
     assert set(out["en_multinerd_b_tiny"]["labels"]) <= set(SCHEME_B)
     assert out["en_multinerd_b_tiny"]["scheme"] == list(SCHEME_B)
     assert set(out["en_multinerd_a_tiny"]["labels"]) - set(SCHEME_B)  # A predicts more types
