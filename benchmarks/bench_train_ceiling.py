@@ -24,7 +24,6 @@ the step costs what, in ms per 1,000 words.
 
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import typer
 
 from scripts.architectures import StreamedCorpus
 
-from .common import CORPUS_STEP, ROOT, child_env, machine, require_inputs
+from .common import CORPUS_STEP, ROOT, child_env, machine, require_inputs, run_child
 
 SYSTEMS = ("stock", "project")
 TINY_VOCAB = 8000  # word pieces: about 1.5 a word on CoNLL-2003, as roberta-base has
@@ -118,10 +117,7 @@ def run(cmd: List[str], log: Path, profile: Optional[Path] = None) -> float:
     if profile:
         env["LOOP_PROFILE"] = str(profile)
     start = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as out:
-        code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if code != 0:
-        sys.exit(f"{' '.join(cmd[:4])} ... failed (exit {code}): see {log}")
+    run_child(cmd, log, env=env)
     return time.perf_counter() - start
 
 
