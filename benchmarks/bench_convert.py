@@ -70,7 +70,7 @@ def main(
         for _ in range(repeats):
             for name, cmd in steps.items():
                 results[name].append(timed(cmd, logs / f"bench-convert-{name.split()[0]}.log"))
-        stats = json.loads((corpus / "multinerd_a" / "stats.json").read_text())["splits"]
+        stats = json.loads((corpus / "en_multinerd_a" / "stats.json").read_text())["splits"]
         sizes = ", ".join(f"{s} {v['sentences']:,}" for s, v in stats.items())
         tokens = sum(v["tokens"] for v in stats.values())
         print(f"English sentences: {sizes}; tokens: {tokens:,}; runs: {repeats}")

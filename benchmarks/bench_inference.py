@@ -190,7 +190,7 @@ def worker(
 def main(
     spacy_model: str = typer.Option(..., help="spaCy pipeline: path or installed package"),
     hf_model: str = typer.Option("", help="fine-tuned transformers model (hf-* systems)"),
-    assets: Path = typer.Option(ROOT / "assets" / "conll2003"),
+    assets: Path = typer.Option(ROOT / "assets" / "en_conll2003"),
     batch_size: int = typer.Option(64),
     repeats: int = typer.Option(3),
     limit: int = typer.Option(0, help="first N test sentences (0: all)"),

@@ -134,7 +134,7 @@ def profile_rows(seconds: Dict[str, float], words: int) -> Dict[str, float]:
 
 
 def main(
-    corpus: Path = typer.Option(ROOT / "corpus" / "conll2003_a", help="A corpus of `convert`"),
+    corpus: Path = typer.Option(ROOT / "corpus" / "en_conll2003_a", help="A corpus of `convert`"),
     sentences: str = typer.Option("1000,4000", help="SMALL,LARGE: the first N sentences"),
     repeats: int = typer.Option(3, help="Runs of each system at each size, interleaved"),
     family: str = typer.Option("roberta", help="Family of the tiny encoder (tiny_transformer)"),

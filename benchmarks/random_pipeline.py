@@ -20,8 +20,8 @@ def main(
     family: str = typer.Option("deberta-v3", help="An encoder family of the tested ones"),
     size: str = typer.Option("base", help="tiny or base (BERT-base dimensions)"),
     out: Path = typer.Option(..., help="Writes <out>/encoder and <out>/pipeline"),
-    assets: Path = typer.Option(ROOT / "assets" / "conll2003", help="train/test.jsonl"),
-    labels: Path = typer.Option(ROOT / "corpus" / "conll2003_a" / "labels" / "ner.json"),
+    assets: Path = typer.Option(ROOT / "assets" / "en_conll2003", help="train/test.jsonl"),
+    labels: Path = typer.Option(ROOT / "corpus" / "en_conll2003_a" / "labels" / "ner.json"),
 ):
     """Build the encoder and the pipeline; print word pieces a word."""
     import spacy

@@ -3,7 +3,7 @@ Example of a training corpus (multinerd.StreamedCorpus.v1 with the configs' shuf
 one at a time, and print the process's peak resident memory when the reader is built
 and after each checkpoint. Flat figures mean that memory does not grow with the corpus.
 
-    python -m benchmarks.reader_epoch benchmarks/runs/train-scale/corpus/multinerd_a/train
+    python -m benchmarks.reader_epoch benchmarks/runs/train-scale/corpus/en_multinerd_a/train
 """
 
 import resource

@@ -185,6 +185,34 @@ warnings.filterwarnings(
 )
 
 
+# The characters of the Chinese, Japanese and Korean scripts and their punctuation (CJK
+# ideographs, their extensions and compatibility forms, kana, full-width forms): MultiNERD's
+# Chinese rows have one such character a token.
+CJK_CHARACTERS = (
+    r"[\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    r"\uff00-\uffef]"
+)
+
+
+@registry.tokenizers("multinerd.Tokenizer.v1")
+def cjk_tokenizer() -> Callable:
+    """spaCy's rule-based tokenizer (spacy.Tokenizer.v1, with the language's rules) that also
+    makes every CJK character a token of its own, as MultiNERD's Chinese rows are split: the
+    tokenizer of the Chinese pipelines and of the one for every language (xx), whose rules
+    would leave a Chinese sentence one token. A Latin word or a number stays whole."""
+    from spacy.util import compile_infix_regex
+
+    create = registry.tokenizers.get("spacy.Tokenizer.v1")()
+
+    def make(nlp):
+        tokenizer = create(nlp)
+        infixes = list(nlp.Defaults.infixes or []) + [CJK_CHARACTERS]
+        tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
+        return tokenizer
+
+    return make
+
+
 @registry.architectures("multinerd.TransformerWithFeatures.v1")
 def transformer_with_features(
     transformer: Model[List[Doc], List[Floats2d]],

@@ -1,16 +1,31 @@
 """Check, before training, that the config's transformer can be loaded and can be the
 pipeline's encoder: a hub name that cannot be reached, or a model that is no encoder, stops
-here with one message naming the var, not with a traceback deep inside the training.
+here with one message naming the var, not with a traceback deep inside the training; an
+encoder that looks English-only, for a language other than English, is warned about.
 (Whether a run starts fresh or resumes is scripts/train.py's to decide.)"""
 
+import re
 from pathlib import Path
 
 import typer
 from wasabi import msg
 
 from . import hub
+from .labels import (
+    DEFAULT_LANGUAGE,
+    DEFAULT_TRANSFORMER,
+    LANGUAGE_NAMES,
+    MULTILINGUAL_TRANSFORMER,
+    resolve_transformer,
+)
 
 TRANSFORMER_VAR = "transformer"
+# What marks a multilingual encoder: its family (XLM-RoBERTa), a name that says so
+# (bert-base-multilingual-cased, mdeberta-v3-base, LaBSE, multilingual MiniLM, ...), or a
+# vocabulary of many scripts (200,000 word pieces and more; English ones have 30,000 to 130,000)
+MULTILINGUAL_TYPES = ("xlm-roberta", "xlm")
+MULTILINGUAL_NAME = re.compile(r"multilingual|xlm|mdeberta|mbert|labse|mminilm|mt5|-mult", re.I)
+MULTILINGUAL_VOCAB = 200_000
 
 
 def fail(name: str, problem: str, why: str) -> None:
@@ -23,7 +38,29 @@ def fail(name: str, problem: str, why: str) -> None:
     )
 
 
-def check_transformer(name: str) -> None:
+def multilingual(name: str, config) -> bool:
+    """Whether the encoder looks multilingual (MULTILINGUAL_*)."""
+    return (
+        config.model_type in MULTILINGUAL_TYPES
+        or bool(MULTILINGUAL_NAME.search(name))
+        or (getattr(config, "vocab_size", 0) or 0) >= MULTILINGUAL_VOCAB
+    )
+
+
+def check_language(name: str, config, language: str) -> None:
+    """Warn when an encoder that looks English-only is to learn another language."""
+    if language == DEFAULT_LANGUAGE or multilingual(name, config):
+        return
+    msg.warn(
+        f"{name} looks English-only (a {config.model_type!r} model with "
+        f"{getattr(config, 'vocab_size', '?'):,} word pieces, none of the marks of a "
+        f"multilingual one), and the rows are {LANGUAGE_NAMES.get(language, language)}: it may "
+        f"split their words into many pieces it never saw trained. A multilingual encoder fits "
+        f"them: --vars.{TRANSFORMER_VAR}={DEFAULT_TRANSFORMER} ({MULTILINGUAL_TRANSFORMER})."
+    )
+
+
+def check_transformer(name: str, language: str = DEFAULT_LANGUAGE) -> None:
     """Load the transformer's config and tokenizer (no weights) or stop with a clear message.
     A hub name is looked up once: without a connection it is read from the local cache, and
     if it is not there this stops at once (no retries, and before transformers is imported,
@@ -46,6 +83,7 @@ def check_transformer(name: str) -> None:
         config = AutoConfig.from_pretrained(name)
         check_family(name, config)
         AutoTokenizer.from_pretrained(name)
+        check_language(name, config, language)
     except Exception as err:
         fail(
             name,
@@ -111,12 +149,14 @@ def pipeline_of(config: Path):
 def main(
     config: Path = typer.Argument(..., help="Training config", exists=True, dir_okay=False),
     transformer: str = typer.Option("", help="The transformer name or path (var transformer)"),
+    language: str = typer.Option(DEFAULT_LANGUAGE, help="The rows' language (var language)"),
 ):
     """Check the transformer, when the config has one."""
     pipeline, config_transformer = pipeline_of(config)
     if "transformer" in pipeline:
-        check_transformer(transformer or config_transformer)
-        msg.good(f"Transformer {transformer!r} can be loaded")
+        name = resolve_transformer(transformer or config_transformer, language)
+        check_transformer(name, language)
+        msg.good(f"Transformer {name!r} can be loaded")
 
 
 if __name__ == "__main__":

@@ -24,14 +24,19 @@ import numpy
 import pyarrow
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
+import srsly
 
-from .labels import Reference
+from .labels import UNSPACED_LANGUAGES, Reference
 
 # spaCy's ENT_IOB codes: 1 = I, 2 = O, 3 = B (0 = missing annotation).
 IOB_I, IOB_O, IOB_B = 1, 2, 3
 TAG_RE = re.compile(r"^([BI])-(\S+)$")
 JSONL_SCHEMA = pyarrow.schema(
-    [("tokens", pyarrow.list_(pyarrow.string())), ("tags", pyarrow.list_(pyarrow.string()))]
+    [
+        ("tokens", pyarrow.list_(pyarrow.string())),
+        ("tags", pyarrow.list_(pyarrow.string())),
+        ("lang", pyarrow.string()),  # written for the language "all" only
+    ]
 )
 
 
@@ -39,12 +44,19 @@ class DataError(ValueError):
     """Bad input data. The message names the file or split and the sentence."""
 
 
+def fail_line(message: str) -> None:
+    """Stop with `message` on one line, however long (wasabi's msg wraps at 80 characters)."""
+    print(f"✘ {message}", flush=True)
+    raise SystemExit(1)
+
+
 @dataclass
 class Sentences:
     """One split: a sentence a row, tokens and tags as Arrow list<string> arrays.
 
     `where` names the source for error messages ("data/train.jsonl", "split 'dev' of ...").
-    `lines`, when known, holds the 1-based line on which each sentence starts.
+    `lines`, when known, holds the 1-based line on which each sentence starts; `languages`,
+    when known, each sentence's language (MultiNERD's lang).
     """
 
     tokens: pyarrow.ListArray
@@ -52,6 +64,7 @@ class Sentences:
     where: str
     lines: Optional[numpy.ndarray] = None
     line_label: str = "line"
+    languages: Optional[pyarrow.Array] = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -244,7 +257,9 @@ def read_jsonl(path: Path) -> Sentences:
         raise DataError(f"{path}: the split is empty (no sentences).")
     table = table.combine_chunks()
     tokens, tags = table.column("tokens").chunk(0), table.column("tags").chunk(0)
-    return Sentences(tokens, tags, str(path), numpy.arange(1, len(table) + 1))
+    lang = table.column("lang").chunk(0)
+    languages = None if lang.null_count == len(lang) else lang
+    return Sentences(tokens, tags, str(path), numpy.arange(1, len(table) + 1), languages=languages)
 
 
 def diagnose_jsonl(path: Path, keys: Sequence[str]) -> Optional[DataError]:
@@ -264,11 +279,17 @@ def diagnose_jsonl(path: Path, keys: Sequence[str]) -> Optional[DataError]:
     return None
 
 
-def write_jsonl(sents: Sentences, path: Path) -> None:
-    """Write sentences as {"tokens": [...], "tags": [...]} lines (call inside atomic_write)."""
+def write_jsonl(sents: Sentences, path: Path, languages: bool = False) -> None:
+    """Write sentences as {"tokens": [...], "tags": [...]} lines, with each one's "lang" if
+    `languages` (call inside atomic_write)."""
+    rows = zip(sents.tokens.to_pylist(), sents.tags.to_pylist())
+    langs = sents.languages.to_pylist() if languages else None
     with open(path, "w", encoding="utf-8") as f:
-        for tokens, tags in zip(sents.tokens.to_pylist(), sents.tags.to_pylist()):
-            f.write(json.dumps({"tokens": tokens, "tags": tags}, ensure_ascii=False))
+        for i, (tokens, tags) in enumerate(rows):
+            row = {"tokens": tokens, "tags": tags}
+            if langs is not None:
+                row["lang"] = langs[i]
+            f.write(json.dumps(row, ensure_ascii=False))
             f.write("\n")
 
 
@@ -388,6 +409,32 @@ class EncodedSplit:
     def n_tokens(self) -> int:
         return len(self.token_codes)
 
+    def languages(self, language: str) -> numpy.ndarray:
+        """Each sentence's language: its row's (a corpus of every language) or `language`."""
+        if self.sents.languages is not None:
+            return numpy.asarray(self.sents.languages.to_pylist(), dtype=object)
+        return numpy.full(len(self.sents), language, dtype=object)
+
+    def spaces(self, languages: numpy.ndarray) -> numpy.ndarray:
+        """Whether a space follows each token in the text of its sentence: always, except in
+        the sentences of an unspaced language (Chinese), where only two tokens that both
+        border on a character of another script (a Latin word, a number) are kept apart, and
+        the last token has none."""
+        spaces = numpy.ones(self.n_tokens, dtype=bool)
+        unspaced = numpy.isin(languages, UNSPACED_LANGUAGES)
+        if not unspaced.any():
+            return spaces
+        from .architectures import CJK_CHARACTERS
+
+        cjk = re.compile(CJK_CHARACTERS)
+        starts = numpy.array([bool(cjk.match(v[0])) for v in self.token_values])[self.token_codes]
+        ends = numpy.array([bool(cjk.match(v[-1])) for v in self.token_values])[self.token_codes]
+        apart = ~(ends | numpy.append(starts[1:], True))
+        apart[self.offsets[1:] - 1] = False  # a sentence's last token
+        in_unspaced = numpy.repeat(unspaced, numpy.diff(self.offsets))
+        spaces[in_unspaced] = apart[in_unspaced]
+        return spaces
+
     def entities(self, labels: Sequence[str]) -> Tuple[numpy.ndarray, numpy.ndarray, int]:
         """IOB codes (spaCy's ENT_IOB) and label indices (-1 for O) of every token under a
         scheme that keeps `labels`; other types become O. The result is IOB2 as seqeval
@@ -432,9 +479,12 @@ class EncodedSplit:
         iob: numpy.ndarray,
         label: numpy.ndarray,
         sentences: Optional[numpy.ndarray] = None,
+        spaces: Optional[numpy.ndarray] = None,
+        languages: Optional[numpy.ndarray] = None,
     ) -> bytes:
-        """The split as a spaCy DocBin (bytes of a .spacy file): one Doc a sentence, tokens
-        separated by spaces, entities as given. Equivalent to adding
+        """The split as a spaCy DocBin (bytes of a .spacy file): one Doc a sentence, a space
+        after each token (or as `spaces` says), entities as given, and with `languages` each
+        doc's language in its user_data ("language"). Equivalent to adding
         `Doc(vocab, words=tokens, spaces=[True]*n, ents=iob2_tags)` to a
         `DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"])` (tests/test_corpus.py checks it), but
         it fills the DocBin's columns for the whole split at once. `sentences` (indices into
@@ -463,7 +513,8 @@ class EncodedSplit:
         strings = StringStore()
         orth = numpy.fromiter((strings.add(t) for t in values), numpy.uint64, len(values))
         label_hash = numpy.array([strings.add(lab) for lab in labels] + [0], numpy.uint64)
-        db = DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], store_user_data=False)
+        store = languages is not None
+        db = DocBin(attrs=["ORTH", "ENT_IOB", "ENT_TYPE"], store_user_data=store)
         n_tokens, n_docs = len(token_codes), len(lengths)
         columns = numpy.empty((n_tokens, len(db.attrs)), dtype=numpy.uint64)
         columns[:, db.attrs.index(ORTH)] = orth[codes]
@@ -471,15 +522,22 @@ class EncodedSplit:
         columns[:, db.attrs.index(ENT_TYPE)] = label_hash[label[positions]]  # -1: the 0 for O
         cuts = offsets[1:-1]
         db.tokens = numpy.split(columns, cuts)
-        db.spaces = numpy.split(numpy.ones((n_tokens, 1), dtype=bool), cuts)
+        if spaces is None:
+            db.spaces = numpy.split(numpy.ones((n_tokens, 1), dtype=bool), cuts)
+        else:
+            db.spaces = numpy.split(spaces[positions].reshape(-1, 1), cuts)
         db.flags = [{"has_unknown_spaces": False}] * n_docs
         db.cats = [{}] * n_docs
         db.span_groups = [EMPTY_SPAN_GROUPS] * n_docs
+        if store:
+            chosen = languages if sentences is None else languages[sentences]
+            db.user_data = [srsly.msgpack_dumps({LANGUAGE_KEY: lang}) for lang in chosen]
         db.strings = set(values) | set(labels) | {""}
         return db.to_bytes()
 
 
 EMPTY_SPAN_GROUPS = b"\x90"  # msgpack of an empty list: what Doc.spans.to_bytes() gives
+LANGUAGE_KEY = "language"  # doc.user_data key of a doc's language, in corpora of many
 
 
 # spaCy's NER transition system (spacy/pipeline/_parser_internals/ner.pyx): its actions, by

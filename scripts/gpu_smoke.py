@@ -34,7 +34,7 @@ import typer
 from wasabi import msg
 
 from . import check_gpu
-from .labels import MULTINERD_TYPES, SCHEMES, SPLITS
+from .labels import DEFAULT_LANGUAGE, MULTINERD_TYPES, SCHEMES, SPLITS, resolve_transformer
 from .report import loss_per_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,6 +300,9 @@ def main(
     transformer: str = typer.Option(
         "", help="The transformer you will train (project var transformer): its family is built"
     ),
+    language: str = typer.Option(
+        DEFAULT_LANGUAGE, help="The language you will train (var language): for 'default'"
+    ),
     fixture: Path = typer.Option(FIXTURE, exists=True, file_okay=False, help="MultiNERD files"),
 ):
     """Train a tiny transformer NER pipeline on GPU `gpu_id` for a few hundred steps and check
@@ -313,7 +316,7 @@ def main(
             raise SystemExit(1)
     elif precision:
         msg.fail("mixed_precision=true needs a GPU: add --mixed-precision false.", exits=1)
-    family, note = family_of_transformer(transformer)
+    family, note = family_of_transformer(transformer and resolve_transformer(transformer, language))
     if note:
         msg.info(f"{note}: the smoke run builds a tiny BERT.")
     with tempfile.TemporaryDirectory(prefix="gpu-smoke-") as tmp:

@@ -46,15 +46,72 @@ MULTINERD_TAGS: Tuple[str, ...] = (
     "I-VEHI",
 )
 MULTINERD_TYPES: Tuple[str, ...] = tuple(tag[2:] for tag in MULTINERD_TAGS[1::2])
-# The hub repository holds one JSON-lines file a split and language (train/train_de.jsonl,
-# val/val_en.jsonl, ...); `fetch` downloads only the English ones: 37.9 + 5.0 + 4.7 MB, about
-# 48 MB, as the hub lists them. The other nine languages' files add up to over 430 MB.
-MULTINERD_HUB_FILES: Dict[str, str] = {
-    "train": "train/train_en.jsonl",
-    "dev": "val/val_en.jsonl",
-    "test": "test/test_en.jsonl",
-}
 MULTINERD_LANGUAGES: Tuple[str, ...] = ("de", "en", "es", "fr", "it", "nl", "pl", "pt", "ru", "zh")
+# The project var `language`: one of MULTINERD_LANGUAGES (an IOB corpus: any language spaCy
+# has), or ALL: every MultiNERD language in one pipeline, with spaCy's multi-language class.
+DEFAULT_LANGUAGE = "en"
+ALL = "all"
+MULTI_LANGUAGE = "xx"  # spaCy's code for a pipeline of many languages
+LANGUAGE_NAMES: Dict[str, str] = {
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "it": "Italian",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ru": "Russian",
+    "zh": "Chinese",
+    ALL: "all ten MultiNERD languages",
+}
+# Written without spaces between tokens (MultiNERD's Chinese rows are split into characters);
+# every other language separates its tokens with spaces.
+UNSPACED_LANGUAGES: Tuple[str, ...] = ("zh",)
+# The encoder of the var `transformer`'s value "default": an English one for English, a
+# multilingual one for every other language and for ALL (docs/workflow.md says why).
+DEFAULT_TRANSFORMER = "default"
+DEFAULT_TRANSFORMERS: Dict[str, str] = {"en": "roberta-base"}
+MULTILINGUAL_TRANSFORMER = "xlm-roberta-base"
+
+
+def tokenizer_config(language: str) -> Dict[str, str]:
+    """The [nlp.tokenizer] of a pipeline trained on `language` rows: spaCy's rule-based one,
+    and for Chinese and for every language the same with each CJK character a token
+    (multinerd.Tokenizer.v1 in scripts/architectures.py)."""
+    cjk = language in UNSPACED_LANGUAGES or language == ALL
+    return {"@tokenizers": "multinerd.Tokenizer.v1" if cjk else "spacy.Tokenizer.v1"}
+
+
+def spacy_language(language: str) -> str:
+    """spaCy's language code of a pipeline trained on `language` rows."""
+    return MULTI_LANGUAGE if language == ALL else language
+
+
+def languages_of(language: str) -> Tuple[str, ...]:
+    """The MultiNERD languages whose rows a run on `language` keeps."""
+    return MULTINERD_LANGUAGES if language == ALL else (language,)
+
+
+def resolve_transformer(transformer: str, language: str) -> str:
+    """The encoder the var `transformer` names for `language`: its value, or for "default"
+    roberta-base (English) or xlm-roberta-base (every other language, and all)."""
+    if transformer != DEFAULT_TRANSFORMER:
+        return transformer
+    return DEFAULT_TRANSFORMERS.get(language, MULTILINGUAL_TRANSFORMER)
+
+
+def hub_files(language: str) -> Dict[str, str]:
+    """The hub repository's files of `language`'s rows, by split: one JSON-lines file a split
+    and language (train/train_de.jsonl, val/val_en.jsonl, ...). English's are 37.9 + 5.0 + 4.7
+    MB, about 48 MB, as the hub lists them; all ten languages' add up to about 480 MB."""
+    return {
+        split: f"{folder}/{folder}_{language}.jsonl"
+        for split, folder in (("train", "train"), ("dev", "val"), ("test", "test"))
+    }
+
+
+MULTINERD_HUB_FILES: Dict[str, str] = hub_files(DEFAULT_LANGUAGE)
 
 
 @dataclass(frozen=True)
@@ -95,8 +152,11 @@ class Dataset:
     name: str
     description: str
     types: Optional[Tuple[str, ...]]  # None: whatever types the files contain
-    sizes: Dict[str, int] = field(default_factory=dict)  # official sentences per split
+    # English's official sentences per split and entity counts (checked for English only)
+    sizes: Dict[str, int] = field(default_factory=dict)
     references: Dict[str, Reference] = field(default_factory=dict)
+    # the languages the `language` var may name (None: any language spaCy has)
+    languages: Optional[Tuple[str, ...]] = None
     url: str = ""
     license: str = ""
     # what the licence means for a pipeline trained on the data (the package's README says it)
@@ -106,7 +166,7 @@ class Dataset:
 DATASETS: Dict[str, Dataset] = {
     "multinerd": Dataset(
         "multinerd",
-        f"MultiNERD ({MULTINERD_HUB_ID}), English rows only",
+        f"MultiNERD ({MULTINERD_HUB_ID})",
         MULTINERD_TYPES,
         sizes={"train": 262560, "dev": 32820, "test": 32908},
         references={
@@ -131,6 +191,7 @@ DATASETS: Dict[str, Dataset] = {
                 },
             )
         },
+        languages=MULTINERD_LANGUAGES + (ALL,),
         url="https://huggingface.co/datasets/Babelscape/multinerd",
         license="CC BY-NC-SA 4.0",
         terms=(
@@ -146,6 +207,7 @@ DATASETS: Dict[str, Dataset] = {
         references={
             "train": Reference(14041, {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600})
         },
+        languages=("en",),
         url="https://www.clips.uantwerpen.be/conll2003/ner/",
         license="Reuters Corpus terms (research use only)",
         terms="A pipeline trained on CoNLL-2003 inherits the Reuters Corpus terms: research only.",
@@ -177,6 +239,15 @@ ENTITY_COLORS: Dict[str, str] = {
 }
 
 
-def corpus_name(dataset: str, scheme: str) -> str:
-    """Name of the corpus/<name>/, training/<name>/ and metrics/<name>.json of one system."""
-    return f"{dataset}_{scheme}"
+def data_name(dataset: str, language: str = DEFAULT_LANGUAGE) -> str:
+    """Name of a dataset's rows in one language (assets/<name>/): en_multinerd, de_multinerd,
+    all_multinerd, es_iob. The systems' names start with it, as spaCy's package names start
+    with the language: corpus/en_multinerd_a/, training/en_multinerd_a_trf/, the package
+    en_multinerd_a_trf."""
+    return f"{language}_{dataset}"
+
+
+def corpus_name(dataset: str, scheme: str, language: str = DEFAULT_LANGUAGE) -> str:
+    """Name of the corpus/<name>/ of one system (its training/ and metrics/ names add the
+    config)."""
+    return f"{data_name(dataset, language)}_{scheme}"

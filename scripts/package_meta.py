@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from wasabi import msg
 
-from .labels import DATASETS, SCHEMES
+from .labels import DATASETS, DEFAULT_LANGUAGE, LANGUAGE_NAMES, SCHEMES
 
 
 def encoder_name(config) -> Optional[str]:
@@ -25,6 +25,8 @@ def build_meta(model: Path, stats: dict, metrics: dict, name: str, version: str)
     meta = json.loads((model / "meta.json").read_text(encoding="utf-8"))
     dataset = DATASETS[stats["dataset"]]
     scheme = SCHEMES[stats["scheme"]]
+    language = stats.get("language", DEFAULT_LANGUAGE)
+    rows = LANGUAGE_NAMES.get(language, language)
     test = {k: metrics[k] for k in ("ents_p", "ents_r", "ents_f", "ents_per_type") if k in metrics}
     meta.update(
         {
@@ -32,7 +34,7 @@ def build_meta(model: Path, stats: dict, metrics: dict, name: str, version: str)
             "version": version,
             # spacy package writes this as the package's README, above the licence row
             "description": (
-                f"Named entity recognition trained on {dataset.description}. "
+                f"Named entity recognition trained on {dataset.description}, {rows} rows. "
                 f"{scheme.description}. Labels: {', '.join(stats['labels'])}. {dataset.terms}"
             ).strip(),
             "license": dataset.license,
@@ -49,6 +51,7 @@ def build_meta(model: Path, stats: dict, metrics: dict, name: str, version: str)
             },
             "dataset": {
                 "name": dataset.name,
+                "language": language,
                 "url": dataset.url,
                 "sentences": {s: v["sentences"] for s, v in stats["splits"].items()},
             },
@@ -64,7 +67,7 @@ def main(
         ..., help="metrics/<name>.json from spacy evaluate", exists=True
     ),
     output: Path = typer.Argument(..., help="Where to write the meta.json"),
-    name: str = typer.Option(..., help="Package name without the 'en_' prefix"),
+    name: str = typer.Option(..., help="Package name without its language (multinerd_a_trf)"),
     version: str = typer.Option(..., help="Package version"),
 ):
     """Write the package meta.json."""

@@ -27,7 +27,8 @@ from wasabi import msg
 from . import architectures  # noqa: F401  (registers the pipelines' custom layers)
 from . import evaluation as ev
 from .check_gpu import require
-from .labels import MULTINERD_TYPES
+from .corpus import LANGUAGE_KEY
+from .labels import ALL, DEFAULT_LANGUAGE, MULTINERD_TYPES
 from .package_meta import encoder_name
 
 AGREE = 0.001  # spaCy and seqeval must agree to this on well-formed IOB2 gold
@@ -101,6 +102,28 @@ def predict(model: Path, test: Path, gpu_id: int, batch_size: int):
         )
     )
     return gold, pred, encoder_of(nlp)
+
+
+def per_language(pred, gold, name: str, metrics_dir: Path) -> Dict[str, Dict]:
+    """A pipeline of every language (its corpus' docs carry their language): the test split
+    scored language by language, beside the F1 of that language's own pipeline of the same
+    dataset, scheme and config (all_multinerd_a_trf: de_multinerd_a_trf, ...) where its
+    metrics exist. Empty for a corpus of one language."""
+    groups: Dict[str, List[int]] = {}
+    for i, doc in enumerate(gold):
+        language = doc.user_data.get(LANGUAGE_KEY)
+        if language is not None:
+            groups.setdefault(language, []).append(i)
+    own = name[len(ALL) + 1 :] if name.startswith(f"{ALL}_") else None
+    out = {}
+    for language, index in sorted(groups.items()):
+        scores = ev.spacy_scores([pred[i] for i in index], [gold[i] for i in index])
+        own_metrics = metrics_dir / f"{language}_{own}.json" if own else None
+        own_f = None
+        if own_metrics is not None and own_metrics.exists():
+            own_f = json.loads(own_metrics.read_text(encoding="utf-8"))["ents_f"]
+        out[language] = {"sentences": len(index), **scores, "own_pipeline_f": own_f}
+    return out
 
 
 def read_log(path: Path) -> List[Dict]:
@@ -275,12 +298,13 @@ def main(
         )
     require(gpu_id)  # before any model or data is loaded
     data: Dict[str, Dict] = {}
-    datasets = set()
+    datasets, languages = set(), set()
     preds = {}
     for name, corpus_name in zip(systems, corpus):
         metrics = load_json(metrics_dir / f"{name}.json")
         stats = load_json(corpus_dir / corpus_name / "stats.json")
         datasets.add(stats.get("dataset"))
+        languages.add(stats.get("language", DEFAULT_LANGUAGE))
         gold, pred, encoder = predict(
             training_dir / name / "model-best",
             corpus_dir / corpus_name / "test.spacy",
@@ -309,6 +333,7 @@ def main(
             "max_difference": ev.max_difference(spacy_s, seqeval_s),
             "confusion": {"rows": rows, "cols": cols, "table": table},
             "training_curve": has_curve,
+            "languages": per_language(pred, gold, name, metrics_dir),
         }
     shared = []
     if len(systems) > 1:
@@ -333,10 +358,11 @@ def main(
                 f"{name}: spaCy and seqeval differ by {data[name]['max_difference']:.4f}; "
                 "see the report."
             )
-    if readme and datasets != {"multinerd"}:
+    if readme and (datasets != {"multinerd"} or languages != {DEFAULT_LANGUAGE}):
+        run = ", ".join(sorted(map(str, languages))) + " " + ", ".join(sorted(map(str, datasets)))
         msg.info(
-            f"The README's results table is MultiNERD's: a {', '.join(sorted(map(str, datasets)))} "
-            f"run does not fill it (see {markdown})."
+            f"The README's results table is English MultiNERD's: a {run} run does not fill it "
+            f"(see {markdown})."
         )
     elif readme:
         encoders = sorted({data[n]["encoder"] for n in systems})
@@ -346,6 +372,30 @@ def main(
             f"step; see [{markdown.as_posix()}]({markdown.as_posix()})."
         )
         update_readme(readme, results_table(data, README_TITLES[: len(systems)]), note)
+
+
+def language_section(name: str, languages: Dict[str, Dict]) -> List[str]:
+    """The test split of a pipeline of every language, scored language by language."""
+    out = [f"## Per language: {name}", ""]
+    out.append(
+        "One pipeline for every language, its test split scored language by language, beside "
+        "the test F1 of each language's own pipeline (same dataset, scheme and config) where "
+        "it has been trained and evaluated."
+    )
+    out.append("")
+    rows = [
+        [
+            language,
+            f"{v['sentences']:,}",
+            pct(v["p"]),
+            pct(v["r"]),
+            pct(v["f"]),
+            pct(v["own_pipeline_f"]),
+        ]
+        for language, v in languages.items()
+    ]
+    header = ["language", "sentences", "P", "R", "F1", "F1 of its own pipeline"]
+    return out + [md_table(header, rows), ""]
 
 
 def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
@@ -379,6 +429,9 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
         "",
     ]
     out += ["## Per type", "", results_table(data), ""]
+    for n in systems:
+        if data[n]["languages"]:
+            out += language_section(n, data[n]["languages"])
     if shared:
         out += ["## The shared types on the same test sentences", ""]
         out.append(

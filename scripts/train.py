@@ -1,7 +1,7 @@
 """`spacy train` that resumes an interrupted run: re-run after a crash, a preempted machine or a
 dropped session, and training goes on from the last evaluation instead of from step 0.
 
-    python -m scripts.train configs/trf.cfg training/multinerd_a_trf \\
+    python -m scripts.train configs/trf.cfg training/en_multinerd_a_trf \\
         --code scripts/architectures.py --gpu-id 0 --paths.train ... [--resume false]
 
 A fresh run is spaCy's own: its initialization, its training loop (`train_while_improving`),
@@ -35,6 +35,7 @@ import typer
 from wasabi import msg
 
 from .corpus import atomic_write, remove_outputs
+from .labels import DEFAULT_LANGUAGE, resolve_transformer, spacy_language, tokenizer_config
 
 STATE = "training-state"  # inside model-last
 MODEL_BEST, MODEL_LAST = "model-best", "model-last"
@@ -376,9 +377,29 @@ def print_plan(T: Dict, output: Path, start: Optional[State]) -> None:
     )
 
 
-def train(config_path: Path, output: Path, overrides: Dict, gpu_id: int, resume: bool) -> None:
-    """Train the config with its overrides into `output` on GPU `gpu_id` (-1: the CPU), going
-    on from the last evaluation of an interrupted run with the same fingerprint if `resume`."""
+def for_language(config, language: str) -> None:
+    """The config of a pipeline for `language` rows: its [nlp] lang and tokenizer (those of
+    scripts/labels.py), and the encoder the transformer "default" names for the language."""
+    nlp = config["nlp"]
+    nlp["lang"] = spacy_language(language)
+    if nlp.get("tokenizer") != tokenizer_config(language):
+        nlp["tokenizer"] = tokenizer_config(language)
+    paths = config["paths"]
+    if paths.get("transformer") is not None:
+        paths["transformer"] = resolve_transformer(paths["transformer"], language)
+
+
+def train(
+    config_path: Path,
+    output: Path,
+    overrides: Dict,
+    gpu_id: int,
+    resume: bool,
+    language: str = DEFAULT_LANGUAGE,
+) -> None:
+    """Train the config with its overrides for `language` rows into `output` on GPU `gpu_id`
+    (-1: the CPU), going on from the last evaluation of an interrupted run with the same
+    fingerprint if `resume`."""
     import spacy
     from spacy.cli._util import setup_gpu, show_validation_error
     from spacy.training.initialize import init_nlp
@@ -387,6 +408,7 @@ def train(config_path: Path, output: Path, overrides: Dict, gpu_id: int, resume:
     setup_gpu(gpu_id)
     with show_validation_error(config_path):
         config = spacy.util.load_config(config_path, overrides=overrides, interpolate=False)
+        for_language(config, language)
         allocator = config.interpolate()["training"]["gpu_allocator"]
     if gpu_id >= 0 and allocator:  # before a resumed run loads its weights onto the GPU
         set_gpu_allocator(allocator)
@@ -421,6 +443,7 @@ def main(
     code: Optional[Path] = typer.Option(None, help="Python file with registered functions"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
     resume: str = typer.Option("true", help="Resume an interrupted run: true or false"),
+    language: str = typer.Option(DEFAULT_LANGUAGE, help="The corpus' language, or all"),
 ):
     """Train like `spacy train` (the same config overrides, e.g. --paths.train), resuming an
     interrupted run with the same fingerprint from its last evaluation."""
@@ -430,7 +453,7 @@ def main(
 
     wants_resume = parse_bool(resume, "resume")
     import_code(code)
-    train(config_path, output, parse_config_overrides(ctx.args), gpu_id, wants_resume)
+    train(config_path, output, parse_config_overrides(ctx.args), gpu_id, wants_resume, language)
 
 
 if __name__ == "__main__":

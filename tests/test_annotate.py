@@ -466,7 +466,7 @@ def test_project_command_reads_relative_paths_from_where_the_user_stands(model, 
     project.mkdir()
     shutil.copy(ROOT / "project.yml", project)
     shutil.copytree(ROOT / "scripts", project / "scripts")
-    shutil.copytree(model, project / "training" / "multinerd_a_trf" / "model-best")
+    shutil.copytree(model, project / "training" / "en_multinerd_a_trf" / "model-best")
     (user / "texts").mkdir(parents=True)
     (user / "texts" / "a.txt").write_text("Zeus\n\nAda Lovelace in London\n")
     args = ["spacy", "project", "run", "annotate", project, "--vars.gpu_id=-1"]

@@ -402,7 +402,7 @@ def test_bench_train_scale_with_cnn_alone_needs_no_encoder(tmp_path):
     args += ["--scale", "0.001", "--repeats", "0", "--workdir", str(tmp_path)]
     result = run_cli(*args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    stats = json.loads((tmp_path / "corpus" / "multinerd_a" / "stats.json").read_text())
+    stats = json.loads((tmp_path / "corpus" / "en_multinerd_a" / "stats.json").read_text())
     assert stats["splits"]["train"]["sentences"] > 0
 
 

@@ -239,21 +239,21 @@ def test_schemes_keep_every_sentence_and_only_their_types(tmp_path, fixture_rows
     for split in SPLITS:
         rows = english(fixture_rows[split])
         for scheme, keep in (("a", MULTINERD_TYPES), ("b", SCHEME_B)):
-            docs = split_docs(corpus / f"multinerd_{scheme}", split)
+            docs = split_docs(corpus / f"en_multinerd_{scheme}", split)
             assert [[t.text for t in d] for d in docs] == [r["tokens"] for r in rows]
             for doc, row in zip(docs, rows):
                 got = [(e.label_, e.start, e.end) for e in doc.ents]
                 assert got == expected_entities(restrict(tag_names(row), keep))
                 assert all(e.label_ in keep for e in doc.ents)
-    b_labels = {e.label_ for d in load_docs(corpus / "multinerd_b/train") for e in d.ents}
-    a_labels = {e.label_ for d in load_docs(corpus / "multinerd_a/train") for e in d.ents}
+    b_labels = {e.label_ for d in load_docs(corpus / "en_multinerd_b/train") for e in d.ents}
+    a_labels = {e.label_ for d in load_docs(corpus / "en_multinerd_a/train") for e in d.ents}
     assert b_labels == set(SCHEME_B) and a_labels == set(MULTINERD_TYPES)
 
 
 def test_stats_match_seqeval_counts(tmp_path, fixture_rows):
     _, corpus, _ = fetch_and_convert(tmp_path)
     for scheme, keep in (("a", MULTINERD_TYPES), ("b", SCHEME_B)):
-        stats = json.loads((corpus / f"multinerd_{scheme}" / "stats.json").read_text())
+        stats = json.loads((corpus / f"en_multinerd_{scheme}" / "stats.json").read_text())
         assert stats["labels"] == list(keep)
         for split in SPLITS:
             rows = english(fixture_rows[split])
@@ -266,7 +266,7 @@ def test_stats_match_seqeval_counts(tmp_path, fixture_rows):
             assert s["sentences_without_entities"] == sum(
                 not expected_entities(restrict(tag_names(r), keep)) for r in rows
             )
-    train_a = json.loads((corpus / "multinerd_a/stats.json").read_text())["splits"]["train"]
+    train_a = json.loads((corpus / "en_multinerd_a/stats.json").read_text())["splits"]["train"]
     assert train_a["i_tags_starting_entities"] == 2  # the two ill-formed edge cases
 
 
@@ -329,8 +329,8 @@ def test_official_count_check_on_doctored_fixture(tmp_path, monkeypatch, fixture
     assert f"PER {counts['PER'] - 1} (official {counts['PER']})" in message
     assert f"ORG {counts['ORG'] + 1} (official {counts['ORG']})" in message
     assert "LOC" not in message.split("differ")[1].split("Are")[0]
-    assert not (tmp_path / "bad" / "corpus" / "multinerd_a").exists()
-    assert not (tmp_path / "bad" / "corpus" / "multinerd_b").exists()
+    assert not (tmp_path / "bad" / "corpus" / "en_multinerd_a").exists()
+    assert not (tmp_path / "bad" / "corpus" / "en_multinerd_b").exists()
 
 
 def test_real_reference_counts_are_the_official_ones():
@@ -341,7 +341,7 @@ def test_real_reference_counts_are_the_official_ones():
 
 def test_failed_convert_leaves_nothing_behind(tmp_path, monkeypatch):
     assets, corpus, _ = fetch_and_convert(tmp_path)
-    assert (corpus / "multinerd_a" / "train" / "000.spacy").exists()
+    assert (corpus / "en_multinerd_a" / "train" / "000.spacy").exists()
     original = EncodedSplit.docbin_bytes
     calls = []
 
@@ -356,8 +356,8 @@ def test_failed_convert_leaves_nothing_behind(tmp_path, monkeypatch):
         convert_mod.convert("multinerd", assets, corpus, list(SCHEMES))
     leftovers = sorted(p.name for p in corpus.iterdir())
     # scheme a was complete and renamed into place; scheme b left no dir, no temp files
-    assert leftovers == ["multinerd_a"]
-    assert sorted(p.name for p in (corpus / "multinerd_a").iterdir()) == [
+    assert leftovers == ["en_multinerd_a"]
+    assert sorted(p.name for p in (corpus / "en_multinerd_a").iterdir()) == [
         "dev.spacy",
         "labels",
         "stats.json",
@@ -387,10 +387,10 @@ def test_spacy_project_runs_the_corpus_steps(tmp_path):
     first = run_cli(*args, cwd=project)
     assert first.returncode == 0, first.stdout + first.stderr
     for scheme in ("a", "b"):
-        out = project / "corpus" / f"multinerd_{scheme}"
+        out = project / "corpus" / f"en_multinerd_{scheme}"
         for path in ("train/000.spacy", "dev.spacy", "test.spacy", "labels/ner.json"):
             assert (out / path).exists()
-    stats = json.loads((project / "corpus/multinerd_b/stats.json").read_text())
+    stats = json.loads((project / "corpus/en_multinerd_b/stats.json").read_text())
     assert stats["labels"] == list(SCHEME_B)
     again = run_cli(*args, cwd=project)
     assert "Skipping 'convert': nothing changed" in again.stdout

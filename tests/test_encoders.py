@@ -123,7 +123,7 @@ def test_it_trains_through_the_projects_train_command(trained, family, pipeline)
 def test_spacy_evaluate_scores_it_on_the_cpu(trained, family, pipeline):
     from spacy.cli.evaluate import evaluate
 
-    test = trained[family].project / "corpus" / "multinerd_a" / "test.spacy"
+    test = trained[family].project / "corpus" / "en_multinerd_a" / "test.spacy"
     model_best = str(trained[family].model_best)
     scores = evaluate(model_best, test, use_gpu=-1, gold_preproc=True, silent=True)
     assert 0.0 < scores["ents_f"] <= 1.0  # it learned something, and was scored

@@ -179,14 +179,14 @@ def project(tmp_path):
         shutil.copytree(ROOT / name, project / name)
     for scheme in ("a", "b"):
         for name in ("train/000.spacy", "dev.spacy", "test.spacy", "labels/ner.json"):
-            path = project / "corpus" / f"multinerd_{scheme}" / name
+            path = project / "corpus" / f"en_multinerd_{scheme}" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"not a DocBin")
-        (project / "corpus" / f"multinerd_{scheme}" / "stats.json").write_text("{}")
-        (project / "training" / f"multinerd_{scheme}_trf" / "model-best").mkdir(parents=True)
-        (project / "training" / f"multinerd_{scheme}_trf" / "train_log.jsonl").write_text("{}")
+        (project / "corpus" / f"en_multinerd_{scheme}" / "stats.json").write_text("{}")
+        (project / "training" / f"en_multinerd_{scheme}_trf" / "model-best").mkdir(parents=True)
+        (project / "training" / f"en_multinerd_{scheme}_trf" / "train_log.jsonl").write_text("{}")
         (project / "metrics").mkdir(exist_ok=True)
-        (project / "metrics" / f"multinerd_{scheme}_trf.json").write_text("{}")
+        (project / "metrics" / f"en_multinerd_{scheme}_trf.json").write_text("{}")
     return project
 
 
@@ -198,8 +198,8 @@ def test_steps_that_use_the_gpu_stop_at_once_without_one(project, command):
         "spacy", "project", "run", command, project, cwd=project
     )  # gpu_id 0: the default
     assert_one_clear_message(result, found, time.perf_counter() - start)
-    assert (project / "training" / "multinerd_a_trf" / "model-best").exists()  # not reset
-    assert not (project / "metrics" / "multinerd_b_trf.json").read_text()[2:]  # not rewritten
+    assert (project / "training" / "en_multinerd_a_trf" / "model-best").exists()  # not reset
+    assert not (project / "metrics" / "en_multinerd_b_trf.json").read_text()[2:]  # not rewritten
 
 
 def test_training_on_the_cpu_with_mixed_precision_is_refused(project):
@@ -208,4 +208,4 @@ def test_training_on_the_cpu_with_mixed_precision_is_refused(project):
     assert result.returncode != 0 and "Traceback" not in out
     assert "mixed_precision=true needs a GPU, but gpu_id is -1" in out
     assert "--vars.mixed_precision=false" in out
-    assert (project / "training" / "multinerd_a_trf" / "model-best").exists()
+    assert (project / "training" / "en_multinerd_a_trf" / "model-best").exists()

@@ -69,7 +69,9 @@ def test_iob1_two_column_corpus(tmp_path):
     stats = fetch_convert(tmp_path, "iob", tmp_path / "src")
     assert stats["a"]["labels"] == ["GENE", "LOC", "PER"]  # the types found in the files
     docs = list(
-        DocBin().from_disk(tmp_path / "corpus/iob_a/test.spacy").get_docs(spacy.blank("en").vocab)
+        DocBin()
+        .from_disk(tmp_path / "corpus/en_iob_a/test.spacy")
+        .get_docs(spacy.blank("en").vocab)
     )
     got = [[(e.text, e.label_) for e in d.ents] for d in docs]
     expected = [

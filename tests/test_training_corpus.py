@@ -135,7 +135,7 @@ def test_the_labels_file_is_what_spacy_init_labels_writes(tmp_path):
     """`spacy init labels` walking the whole training corpus (max_epochs 0, no labels file)
     writes the very bytes `convert` wrote."""
     _, corpus, _ = fetch_and_convert(tmp_path)
-    out = corpus / "multinerd_a"
+    out = corpus / "en_multinerd_a"
     result = run_cli(
         "spacy",
         "init",
@@ -167,7 +167,7 @@ def test_a_pipeline_from_the_labels_file_has_the_classes_of_one_from_the_corpus(
     from spacy.training.initialize import init_nlp
 
     _, corpus, _ = fetch_and_convert(tmp_path)
-    out = corpus / "multinerd_b"
+    out = corpus / "en_multinerd_b"
     paths = {
         "paths.train": str(out / "train"),
         "paths.dev": str(out / "dev.spacy"),

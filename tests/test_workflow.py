@@ -84,7 +84,7 @@ def read_log(path: Path) -> List[Dict]:
 def test_metrics_json_has_overall_and_per_type_scores(project):
     for scheme, types in (("a", MULTINERD_TYPES), ("b", SCHEME_B)):
         metrics = json.loads(
-            (project["dir"] / "metrics" / f"multinerd_{scheme}_tiny.json").read_text()
+            (project["dir"] / "metrics" / f"en_multinerd_{scheme}_tiny.json").read_text()
         )
         for key in ("ents_p", "ents_r", "ents_f"):
             assert 0.0 <= metrics[key] <= 1.0
@@ -95,12 +95,12 @@ def test_metrics_json_has_overall_and_per_type_scores(project):
 @pytest.mark.slow
 def test_report_names_every_type_and_the_cross_check(project):
     metrics_dir = project["dir"] / "metrics"
-    report = (metrics_dir / "multinerd_tiny_report.md").read_text()
+    report = (metrics_dir / "en_multinerd_tiny_report.md").read_text()
     for etype in MULTINERD_TYPES:
         assert f"| {etype} |" in report
-    data = json.loads((metrics_dir / "multinerd_tiny_report.json").read_text())
+    data = json.loads((metrics_dir / "en_multinerd_tiny_report.json").read_text())
     assert data["shared_types"] and set(data["shared_types"]) == set(SCHEME_B)
-    for name in ("multinerd_a_tiny", "multinerd_b_tiny"):
+    for name in ("en_multinerd_a_tiny", "en_multinerd_b_tiny"):
         system = data["systems"][name]
         assert system["encoder"] == f"{project['tiny']} (deberta-v2)"  # what was trained
         assert system["max_difference"] <= 0.001
@@ -114,7 +114,7 @@ def test_report_names_every_type_and_the_cross_check(project):
 
 @pytest.mark.slow
 def test_training_curve_falls_per_step_where_the_raw_sum_grows(project):
-    log = read_log(project["dir"] / "training" / "multinerd_a_tiny" / "train_log.jsonl")
+    log = read_log(project["dir"] / "training" / "en_multinerd_a_tiny" / "train_log.jsonl")
     assert [row["step"] for row in log] == [0, 20, 40, 60, 80]
     raw = [row["losses"]["ner"] for row in log]
     assert raw[1] > raw[0]  # 20 steps summed against 1: what the old curve showed
@@ -126,18 +126,18 @@ def test_training_curve_falls_per_step_where_the_raw_sum_grows(project):
 def test_readme_results_table_is_filled_from_metrics(project):
     readme = (project["dir"] / "README.md").read_text()
     table = readme.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
-    a = json.loads((project["dir"] / "metrics" / "multinerd_a_tiny.json").read_text())
+    a = json.loads((project["dir"] / "metrics" / "en_multinerd_a_tiny.json").read_text())
     assert f"{100 * a['ents_f']:.2f}" in table
-    assert "(metrics/multinerd_tiny_report.md)" in table and "| System A F1 |" in table
+    assert "(metrics/en_multinerd_tiny_report.md)" in table and "| System A F1 |" in table
     assert "| VEHI |" in table
 
 
 @pytest.mark.slow
 def test_package_meta_carries_scheme_dataset_and_test_scores(project):
-    meta = json.loads((project["dir"] / "packages" / "multinerd_b_tiny-meta.json").read_text())
+    meta = json.loads((project["dir"] / "packages" / "en_multinerd_b_tiny-meta.json").read_text())
     assert meta["label_scheme"]["labels"] == list(SCHEME_B)
     assert meta["dataset"]["name"] == "multinerd"
-    metrics = json.loads((project["dir"] / "metrics" / "multinerd_b_tiny.json").read_text())
+    metrics = json.loads((project["dir"] / "metrics" / "en_multinerd_b_tiny.json").read_text())
     assert meta["performance"]["ents_per_type"] == metrics["ents_per_type"]
     assert meta["name"] == "multinerd_b_tiny" and meta["version"] == "1.0.0"
     assert meta["encoder"] == str(project["tiny"])  # what it was trained from
@@ -281,17 +281,17 @@ def test_another_config_trains_beside_the_first_and_the_vars_name_its_outputs(pr
     from weasel.util import load_project_config
 
     copy = copy_of(project, tmp_path)
-    before = tree(copy / "training" / "multinerd_a_tiny")
+    before = tree(copy / "training" / "en_multinerd_a_tiny")
     cnn = [v for v in project["vars"] if not v.startswith("--vars.config")]
     cnn += ["--vars.config=cnn", "--vars.max_steps=10", "--vars.eval_frequency=10"]
     result = run_cli("spacy", "project", "run", "train-a", copy, *cnn, cwd=copy)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (copy / "training" / "multinerd_a_cnn" / "model-best" / "ner").is_dir()
-    assert tree(copy / "training" / "multinerd_a_tiny") == before  # the trf one is kept
+    assert (copy / "training" / "en_multinerd_a_cnn" / "model-best" / "ner").is_dir()
+    assert tree(copy / "training" / "en_multinerd_a_tiny") == before  # the trf one is kept
     config = load_project_config(copy, overrides={"vars.config": "cnn"})
     for var in ("demo_a", "annotate_model"):
-        assert config["vars"][var] == "training/multinerd_a_cnn/model-best"
-    assert config["vars"]["name_b"] == "multinerd_b_cnn"
+        assert config["vars"][var] == "training/en_multinerd_a_cnn/model-best"
+    assert config["vars"]["name_b"] == "en_multinerd_b_cnn"
 
 
 @pytest.mark.slow
@@ -300,7 +300,7 @@ def test_a_killed_training_run_resumes_and_ends_as_the_uninterrupted_run(project
     computes on the CPU exactly what the uninterrupted run computed: the same log, losses
     and scores, and the same model-best."""
     copy = copy_of(project, tmp_path)
-    out = copy / "training" / "multinerd_a_tiny"
+    out = copy / "training" / "en_multinerd_a_tiny"
     shutil.rmtree(out)
     args = [sys.executable, "-m", "spacy", "project", "run", "train-a", str(copy)]
     env = {**os.environ, **OFFLINE, "PYTHONPATH": str(ROOT)}
@@ -318,7 +318,7 @@ def test_a_killed_training_run_resumes_and_ends_as_the_uninterrupted_run(project
     resumed = run_cli("spacy", "project", "run", "train-a", copy, *project["vars"], cwd=copy)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming after step 20" in " ".join(resumed.stdout.split())
-    reference = project["dir"] / "training" / "multinerd_a_tiny"
+    reference = project["dir"] / "training" / "en_multinerd_a_tiny"
     assert read_log(out / "train_log.jsonl") == read_log(reference / "train_log.jsonl")
     meta = [json.loads((d / "model-best" / "meta.json").read_text()) for d in (out, reference)]
     assert meta[0]["performance"] == meta[1]["performance"]
@@ -327,7 +327,7 @@ def test_a_killed_training_run_resumes_and_ends_as_the_uninterrupted_run(project
 @pytest.mark.slow
 def test_a_finished_run_is_kept(project, tmp_path):
     copy = copy_of(project, tmp_path)
-    out = copy / "training" / "multinerd_a_tiny"
+    out = copy / "training" / "en_multinerd_a_tiny"
     before = tree(out)
     (copy / "project.lock").unlink()  # weasel would skip the step: ask the trainer
     again = run_cli("spacy", "project", "run", "train-a", copy, *project["vars"], cwd=copy)
@@ -356,5 +356,5 @@ def test_resume_false_starts_again_from_step_0(project, tmp_path):
     fresh = run_cli(*args, cwd=copy)
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
     assert "Starting fresh (resume=false)" in fresh.stdout
-    log = copy / "training" / "multinerd_a_tiny" / "train_log.jsonl"
+    log = copy / "training" / "en_multinerd_a_tiny" / "train_log.jsonl"
     assert [row["step"] for row in read_log(log)] == [0, 1, 2]
