@@ -1,6 +1,6 @@
-"""bench-llm's rows and reading: the recipe's rows, the reading of what an LLM writes back
-(perfect, partial, malformed, empty), and the scores under `spacy evaluate`'s keys and by its
-scorer."""
+"""bench-llm: the recipe's rows, the reading of what an LLM writes back (perfect, partial,
+malformed, empty), the scores under `spacy evaluate`'s keys and by its scorer, and the whole
+command with a tiny random LLM on the CPU."""
 
 import json
 
@@ -21,7 +21,7 @@ from benchmarks.llm_format import (
 )
 from scripts.corpus import EncodedSplit, Sentences
 
-from .conftest import ROOT
+from .conftest import FIXTURE, ROOT, run_cli
 
 RECIPE = ROOT / "benchmarks" / "llm_recipe.cfg"
 PROMPT = prompt_of(load_recipe(RECIPE))
@@ -167,3 +167,93 @@ def test_spacy_evaluate_gives_the_same_scores_for_a_pipeline_that_predicts_the_s
     assert set(ours["ents_per_type"]) == set(written["ents_per_type"]) == {"PER", "ORG", "LOC"}
     for label, figures in written["ents_per_type"].items():
         assert ours["ents_per_type"][label] == pytest.approx(figures)
+
+
+def write_assets(tmp_path, train: int, test: int):
+    """The first sentences of CoNLL-2003 where its files are beside the checkout, else of the
+    MultiNERD fixture, as assets/<dataset>/ (the dev split is read for its types only)."""
+    from scripts import fetch
+    from scripts.corpus import write_jsonl
+
+    from .test_other_corpora import CONLL
+
+    dataset, source = ("conll2003", CONLL) if CONLL.exists() else ("multinerd", FIXTURE)
+    splits = fetch.load(dataset, str(source))
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for split, n in (("train", train), ("dev", 5), ("test", test)):
+        sents = splits[split]
+        part = Sentences(sents.tokens.slice(0, n), sents.tags.slice(0, n), sents.where)
+        write_jsonl(part, assets / f"{split}.jsonl")
+    return dataset, assets
+
+
+def test_the_whole_command_with_a_tiny_llm_on_the_cpu(tmp_path):
+    """Rows built, LoRA trains (the loss falls), generations read, scores written and printed
+    beside the pipeline's; in well under a minute on 2 cores."""
+    dataset, assets = write_assets(tmp_path, train=40, test=16)  # the fixture has 16
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    pipeline = {"ents_p": 0.8, "ents_r": 0.7, "ents_f": 0.75, "speed": 2345.0}
+    (metrics / f"{dataset}_a_trf.json").write_text(json.dumps(pipeline))
+    output, run_dir = metrics / f"{dataset}_a_llm.json", tmp_path / "run"
+    args = [dataset, "--llm", "tiny", "--gpu-id", "-1", "--assets", assets, "--output", output]
+    args += ["--pipeline", metrics / f"{dataset}_a_trf.json", "--run-dir", run_dir]
+    run = run_cli("benchmarks.bench_llm", *args, env={"OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = " ".join(run.stdout.split())
+    assert "QLoRA needs a GPU; this run trains plain LoRA in float32" in out
+    result = json.loads(output.read_text())
+    assert {"ents_p", "ents_r", "ents_f", "ents_per_type", "speed"} <= set(result)
+    llm = result["llm"]
+    written = [len((assets / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "test")]
+    assert [llm["train_sentences"], llm["test_sentences"]] == written == [40, 16]
+    assert llm["device"] == "plain LoRA, CPU (float32)" and llm["recipe"]["lora"]["r"] == 8
+    losses = [loss for _, loss in llm["train"]["losses"]]
+    assert len(losses) >= 4 and losses[-1] < losses[0] - 0.1, losses
+    assert result["speed"] > 0 and llm["peak_memory_mib"] > 0 and llm["train"]["seconds"] > 0
+    assert llm["format_ceiling_f"] > 0.95
+    unread = llm["unreadable"]
+    assert unread["generations"] == 16 and 0 <= unread["share"] <= 1
+    assert unread["with_problems"] == round(unread["share"] * 16)
+    rows = [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(len(r["tags"]) == len(r["tokens"]) for r in rows)
+    assert sum(bool(r["problems"]) for r in rows) == unread["with_problems"]
+    assert f"{dataset}_a_trf 80.00 70.00 75.00 2,345 - -" in out  # the pipeline's row
+    assert "LLM (tiny (random, built here))" in out and "Generations not read in full" in out
+
+
+def test_qlora_without_a_gpu_stops_with_one_line_naming_the_way_out(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the QLoRA path runs in the test below")
+    dataset, assets = write_assets(tmp_path, train=3, test=2)
+    args = [dataset, "--llm", "tiny", "--gpu-id", "0", "--assets", assets]
+    run = run_cli("benchmarks.bench_llm", *args, "--run-dir", tmp_path / "run")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    (line,) = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert line.startswith("GPU 0: torch") and "--vars.gpu_id=-1 runs plain LoRA" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_qlora_on_a_gpu_loads_the_base_in_4_bits_and_trains(tmp_path):
+    """The GPU path, as gpu-smoke checks a new GPU machine: the tiny model in 4 bits,
+    bf16 or fp16, paged AdamW. Runs only where a CUDA GPU and bitsandbytes are."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("QLoRA needs a CUDA GPU: this machine has none (the CPU path runs above)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("QLoRA needs bitsandbytes: pip install -r requirements-bench-gpu.txt")
+    dataset, assets = write_assets(tmp_path, train=40, test=16)
+    output = tmp_path / "llm.json"
+    args = [dataset, "--llm", "tiny", "--gpu-id", "0", "--assets", assets, "--output", output]
+    run = run_cli("benchmarks.bench_llm", *args, "--run-dir", tmp_path / "run")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    llm = json.loads(output.read_text())["llm"]
+    assert llm["device"].startswith("QLoRA, GPU 0") and llm["peak_memory"] == "GPU"
+    losses = [loss for _, loss in llm["train"]["losses"]]
+    assert losses[-1] < losses[0]
