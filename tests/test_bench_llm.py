@@ -1,6 +1,6 @@
 """bench-llm: the recipe's rows, the reading of what an LLM writes back (perfect, partial,
-malformed, empty), the scores under `spacy evaluate`'s keys and by its scorer, and the whole
-command with a tiny random LLM on the CPU."""
+malformed, empty), the scores under `spacy evaluate`'s keys and by its scorer, the report's
+LLM column, and the whole command with a tiny random LLM on the CPU."""
 
 import json
 
@@ -167,6 +167,63 @@ def test_spacy_evaluate_gives_the_same_scores_for_a_pipeline_that_predicts_the_s
     assert set(ours["ents_per_type"]) == set(written["ents_per_type"]) == {"PER", "ORG", "LOC"}
     for label, figures in written["ents_per_type"].items():
         assert ours["ents_per_type"][label] == pytest.approx(figures)
+
+
+def test_the_report_sets_the_llm_beside_its_system_where_its_metrics_exist(tmp_path, monkeypatch):
+    from scripts import report
+
+    nlp = spacy.blank("en")
+    doc = Doc(nlp.vocab, words=["Ada", "in", "Paris"], ents=["B-PER", "O", "B-LOC"])
+    monkeypatch.setattr(report, "predict", lambda *args: ([doc], [doc], "no transformer"))
+    corpus, metrics = tmp_path / "corpus", tmp_path / "metrics"
+    for scheme in "ab":
+        (corpus / f"multinerd_{scheme}").mkdir(parents=True)
+        (corpus / f"multinerd_{scheme}" / "stats.json").write_text(
+            json.dumps({"dataset": "multinerd", "labels": ["PER", "LOC"]})
+        )
+    metrics.mkdir()
+    per_type = {"PER": {"p": 1.0, "r": 1.0, "f": 1.0}, "LOC": {"p": 1.0, "r": 0.5, "f": 2 / 3}}
+    for name in ("multinerd_a_trf", "multinerd_b_trf"):
+        scores = {"ents_p": 0.9, "ents_r": 0.8, "ents_f": 0.85, "ents_per_type": per_type}
+        (metrics / f"{name}.json").write_text(json.dumps(scores))
+    llm = {"model": "tiny", "labels": ["PER", "LOC"], "test_sentences": 1, "device": "CPU"}
+    llm.update(train={"seconds": 60.0}, peak_memory_mib=500.0, peak_memory="RSS")
+    llm.update(unreadable={"share": 0.25}, format_ceiling_f=1.0)
+    scores = {"ents_p": 0.5, "ents_r": 0.25, "ents_f": 1 / 3, "speed": 120.0, "llm": llm}
+    scores["ents_per_type"] = {"LOC": {"p": 0.5, "r": 0.25, "f": 1 / 3}}
+    (metrics / "multinerd_a_llm.json").write_text(json.dumps(scores))
+    readme = tmp_path / "README.md"
+
+    def run():
+        readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+        report.main(
+            ["multinerd_a_trf", "multinerd_b_trf"],
+            corpus=["multinerd_a", "multinerd_b"],
+            report=metrics / "report",
+            corpus_dir=corpus,
+            training_dir=tmp_path / "training",
+            metrics_dir=metrics,
+            gpu_id=-1,
+            batch_size=8,
+            readme=readme,
+            clear=False,
+        )
+        return (metrics / "report.md").read_text(), readme.read_text()
+
+    markdown, table = run()
+    header = "| type | multinerd_a_trf P | multinerd_a_trf R | multinerd_a_trf F1 | "
+    assert header + "multinerd_a_llm P | multinerd_a_llm R | multinerd_a_llm F1 | " in markdown
+    assert "| LOC | 100.00 | 50.00 | 66.67 | 50.00 | 25.00 | 33.33 | 100.00 |" in markdown
+    assert "| PER | 100.00 | 100.00 | 100.00 |  |  |  | 100.00 |" in markdown
+    assert "| multinerd_a_llm | LLM: tiny | 1 | 50.00 | 25.00 | 33.33 |  |" in markdown
+    assert "| multinerd_a_llm | CPU | 1.0 min | 120 | 500 MiB (RSS) | 25.00 | 100.00 |" in markdown
+    assert "| System A F1 | System A LLM P |" in table and "System B LLM" not in table
+    assert "fine-tuned LLM tiny (`bench-llm`)" in table
+    # an LLM scored on another number of test sentences is left out, and so is a missing one
+    llm["test_sentences"] = 2
+    (metrics / "multinerd_a_llm.json").write_text(json.dumps(scores))
+    markdown, table = run()
+    assert "llm" not in markdown and "LLM" not in table
 
 
 def write_assets(tmp_path, train: int, test: int):
