@@ -394,6 +394,9 @@ def main(
     (train_tokens, train_tags), (test_tokens, test_tags) = splits["train"], splits["test"]
     rows = [prompt.row(toks, tags) for toks, tags in zip(train_tokens, train_tags)]
     remove_outputs(output, run_dir)
+    from transformers import set_seed
+
+    set_seed(recipe["training"]["seed"])  # the tiny model's weights and the LoRA weights
     model_name = llm
     if llm == TINY:
         model_name = str(build_tiny_causal_lm(run_dir / "tiny-llm", rows, prompt.markers()))
