@@ -360,9 +360,8 @@ def main(
     gpu_id: int = typer.Option(0, help="GPU for QLoRA; -1: plain LoRA on the CPU"),
     recipe_path: Path = typer.Option(ROOT / "benchmarks" / "llm_recipe.cfg", "--recipe"),
     assets: Optional[Path] = typer.Option(None, help="Default: assets/<dataset>"),
-    # <name> below is <dataset>_<system>
     output: Optional[Path] = typer.Option(
-        None, help="The scores; default: metrics/<dataset>_<system>_llm.json"
+        None, help="The scores; default: metrics/<name>_llm.json, <name> <dataset>_<system>"
     ),
     pipeline: Optional[Path] = typer.Option(
         None, help="spacy evaluate's figures of the pipeline; default: metrics/<name>_trf.json"
