@@ -285,8 +285,11 @@ def test_qlora_without_a_gpu_stops_with_one_line_naming_the_way_out(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the QLoRA path runs in the test below")
-    dataset, assets = write_assets(tmp_path, train=3, test=2)
-    args = [dataset, "--llm", "tiny", "--gpu-id", "0", "--assets", assets]
+    assets = tmp_path / "assets"  # the GPU is checked before the data is read
+    assets.mkdir()
+    for split in ("train", "dev", "test"):
+        (assets / f"{split}.jsonl").write_text(json.dumps({"tokens": ["A"], "tags": ["O"]}))
+    args = ["conll2003", "--llm", "tiny", "--gpu-id", "0", "--assets", assets]
     run = run_cli("benchmarks.bench_llm", *args, "--run-dir", tmp_path / "run")
     assert run.returncode == 1 and "Traceback" not in run.stderr
     (line,) = [ln for ln in run.stderr.splitlines() if ln.strip()]
