@@ -8,7 +8,9 @@ adds what `spacy evaluate` does not give: token-level accuracy over the BIO tags
 P/R/F1 by seqeval as a cross-check of spaCy's scorer, a confusion matrix of entity types with
 missed and spurious entities, the shared types of the systems compared on the same test
 sentences, and the training curve read from training/<name>/train_log.jsonl.
-With --readme, the results table between the README's results markers is rewritten
+Where `bench-llm` scored a fine-tuned LLM on a system's test split
+(metrics/<corpus>_llm.json), the LLM stands beside that system in the overall and per-type
+tables. With --readme, the results table between the README's results markers is rewritten
 (MultiNERD runs only: the table is MultiNERD's); with --clear, it is emptied again if this
 report filled it (the clean step).
 """
@@ -225,6 +227,33 @@ def results_table(systems: Dict[str, Dict], titles: Optional[List[str]] = None) 
     return md_table(header, rows)
 
 
+def llm_of(metrics_dir: Path, corpus_name: str, sentences: int) -> Optional[Dict]:
+    """The scores of bench-llm's LLM on the system's test split, metrics/<corpus>_llm.json,
+    if it exists and scored the same number of test sentences as the pipeline."""
+    path = metrics_dir / f"{corpus_name}_llm.json"
+    if not path.exists():
+        return None
+    metrics = load_json(path)
+    llm = metrics.get("llm", {})
+    if llm.get("test_sentences") != sentences:
+        msg.warn(
+            f"{path}: {llm.get('test_sentences')} test sentences, not the {sentences:,} of the "
+            "pipeline's split; left out (run bench-llm again)."
+        )
+        return None
+    return {"name": path.stem, "labels": llm.get("labels", []), "metrics": metrics, "llm": llm}
+
+
+def beside(data: Dict[str, Dict], systems: List[str], llms: Dict[str, Dict]) -> Dict[str, Dict]:
+    """The systems in order, each followed by its LLM where there is one."""
+    out = {}
+    for name in systems:
+        out[name] = data[name]
+        if name in llms:
+            out[llms[name]["name"]] = llms[name]
+    return out
+
+
 README_TITLES = ["System A", "System B"]
 README_EMPTY = "Filled by the `report` step from metrics/ once a full run exists; no figures yet."
 
@@ -335,6 +364,11 @@ def main(
             "training_curve": has_curve,
             "languages": per_language(pred, gold, name, metrics_dir),
         }
+    llms = {
+        name: llm
+        for name, corpus_name in zip(systems, corpus)
+        if (llm := llm_of(metrics_dir, corpus_name, data[name]["test_sentences"]))
+    }
     shared = []
     if len(systems) > 1:
         shared = [
@@ -347,9 +381,9 @@ def main(
             )
     markdown = report.with_suffix(".md")
     report.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(render(data, systems, shared), encoding="utf-8")
+    markdown.write_text(render(data, systems, shared, llms), encoding="utf-8")
     report.with_suffix(".json").write_text(
-        json.dumps({"systems": data, "shared_types": shared}, indent=2) + "\n"
+        json.dumps({"systems": data, "shared_types": shared, "llm": llms}, indent=2) + "\n"
     )
     msg.good(f"Wrote {markdown}")
     for name in systems:
@@ -366,12 +400,17 @@ def main(
         )
     elif readme:
         encoders = sorted({data[n]["encoder"] for n in systems})
+        models = sorted({llm["llm"].get("model", "?") for llm in llms.values()})
+        with_llm = f" and of the fine-tuned LLM {', '.join(models)} (`bench-llm`)" if llms else ""
         note = (
             "Test-split scores from `spacy evaluate` (entity P/R/F1 in %) of "
-            f"{' and '.join(systems)}, encoder {', '.join(encoders)}, written by the `report` "
-            f"step; see [{markdown.as_posix()}]({markdown.as_posix()})."
+            f"{' and '.join(systems)}, encoder {', '.join(encoders)}{with_llm}, written by the "
+            f"`report` step; see [{markdown.as_posix()}]({markdown.as_posix()})."
         )
-        update_readme(readme, results_table(data, README_TITLES[: len(systems)]), note)
+        titles = []
+        for title, name in zip(README_TITLES, systems):
+            titles += [title] + ([f"{title} LLM"] if name in llms else [])
+        update_readme(readme, results_table(beside(data, systems, llms), titles), note)
 
 
 def language_section(name: str, languages: Dict[str, Dict]) -> List[str]:
@@ -398,7 +437,9 @@ def language_section(name: str, languages: Dict[str, Dict]) -> List[str]:
     return out + [md_table(header, rows), ""]
 
 
-def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
+def render(
+    data: Dict[str, Dict], systems: List[str], shared: List[str], llms: Dict[str, Dict]
+) -> str:
     out = ["# Evaluation report", ""]
     out.append(
         "Test split of each system, one sentence a doc, scored on the gold tokens "
@@ -419,6 +460,18 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
                     pct(data[n]["token_accuracy"]),
                 ]
                 for n in systems
+            ]
+            + [
+                [
+                    llm["name"],
+                    f"LLM: {llm['llm'].get('model', '?')}",
+                    f"{llm['llm']['test_sentences']:,}",
+                    pct(llm["metrics"]["ents_p"]),
+                    pct(llm["metrics"]["ents_r"]),
+                    pct(llm["metrics"]["ents_f"]),
+                    "",
+                ]
+                for llm in llms.values()
             ],
         )
     )
@@ -428,7 +481,9 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
         "equals the gold tag: the accuracy column of earlier MultiNERD work.",
         "",
     ]
-    out += ["## Per type", "", results_table(data), ""]
+    if llms:
+        out += render_llms(llms)
+    out += ["## Per type", "", results_table(beside(data, systems, llms)), ""]
     for n in systems:
         if data[n]["languages"]:
             out += language_section(n, data[n]["languages"])
@@ -514,6 +569,39 @@ def render(data: Dict[str, Dict], systems: List[str], shared: List[str]) -> str:
         else:
             out += [f"{n}: no training log (training/{n}/train_log.jsonl).", ""]
     return "\n".join(out) + "\n"
+
+
+def render_llms(llms: Dict[str, Dict]) -> List[str]:
+    """What `bench-llm` measured of each LLM beside its scores."""
+    rows = []
+    for llm in llms.values():
+        info, u = llm["llm"], llm["llm"].get("unreadable", {})
+        rows.append(
+            [
+                llm["name"],
+                info.get("device", ""),
+                f"{info['train']['seconds'] / 60:,.1f} min" if "train" in info else "",
+                f"{llm['metrics']['speed']:,.0f}" if llm["metrics"].get("speed") else "",
+                f"{info['peak_memory_mib']:,.0f} MiB ({info['peak_memory']})"
+                if "peak_memory_mib" in info
+                else "",
+                pct(u.get("share")),
+                pct(info.get("format_ceiling_f")),
+            ]
+        )
+    header = ["LLM", "fine-tuned", "training", "words/s", "peak memory", "unreadable (%)"]
+    return [
+        "## The fine-tuned LLM",
+        "",
+        "A causal LM fine-tuned by `bench-llm` with the public QLoRA recipe on the system's "
+        "training split, its generations for the test split read back into entities and scored "
+        "by the same scorer on the gold tokens. Unreadable: the generations with a pair that "
+        "could not be read (malformed, an unknown tag, a token not in the sentence). Ceiling: "
+        "the gold answers read back, the most the row format allows.",
+        "",
+        md_table(header + ["ceiling F1"], rows),
+        "",
+    ]
 
 
 if __name__ == "__main__":

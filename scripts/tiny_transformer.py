@@ -303,3 +303,75 @@ def write_tiny_config(src: Path, dst: Path) -> Path:
     config = load_config(src, overrides=TINY_OVERRIDES, interpolate=False)
     config.to_disk(dst)
     return dst
+
+
+# --- a tiny random causal LM (bench-llm's llm=tiny) ----------------------------------------
+LLM_SPECIALS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}  # Llama's
+LLM_POSITIONS = 1024  # a prompt and its answer, in the tiny tokenizer's short pieces
+# weights 5x larger than Llama's 0.02: the frozen random model's logits then spread enough for
+# LoRA on its attention alone to lower the loss in a few updates
+LLM_INIT = 0.1
+
+
+def build_tiny_causal_lm(
+    out_dir: Path, texts: Iterable[str], markers: Iterable[str] = (), size: str = "tiny"
+) -> Path:
+    """A random causal LM of Llama's architecture and `size` (of SIZES), with a byte-level BPE
+    tokenizer trained on `texts` that has Llama's <s>, </s> and <unk> and keeps each of
+    `markers` (a prompt's [INST], [/INST]) one token, saved in `out_dir`: what
+    `AutoModelForCausalLM` and `AutoTokenizer` `.from_pretrained` read."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    specials = list(LLM_SPECIALS.values())
+    extra = [m for m in dict.fromkeys(markers) if m not in specials]
+    tok = Tokenizer(models.BPE(unk_token=LLM_SPECIALS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE[size]["bpe"],
+        special_tokens=specials + extra,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+
+    def plain(text: str) -> str:  # the pieces are learnt from the text between the markup
+        for mark in specials + extra:
+            text = text.replace(mark, " ")
+        return text
+
+    tok.train_from_iterator((plain(t) for t in texts), trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        model_max_length=LLM_POSITIONS,
+        model_input_names=["input_ids", "attention_mask"],  # as Llama's
+        **LLM_SPECIALS,
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out_dir)
+    dims = SIZES[size]
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        num_key_value_heads=dims["num_attention_heads"],
+        max_position_embeddings=LLM_POSITIONS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        initializer_range=LLM_INIT,
+        **dims,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(out_dir)
+    return out_dir
+
+
+# The recipe's numbers that a tiny random model cannot learn with (benchmarks/llm_recipe.cfg):
+# a rank below its width, a higher learning rate, updates of 8 short packed rows, and answers
+# cut short sooner (a random model rarely ends one). Everything else is the recipe's.
+TINY_LLM_OVERRIDES = {
+    "lora.r": 8,
+    "lora.alpha": 16,
+    "training.learning_rate": 0.02,
+    "training.gradient_accumulation": 1,
+    "training.max_length": 128,
+    "generation.max_new_tokens": 48,
+    "generation.batch_size": 32,
+}

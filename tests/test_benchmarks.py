@@ -362,8 +362,21 @@ def one_line_stop(result, *expected: str) -> str:
             + ["--workdir", "{tmp}/work"],
             ["'no_such_encoder' is not installed", "requirements-encoder.txt"],
         ),
+        (
+            ["benchmarks.bench_llm", "conll2003", "--assets", "{tmp}", "--gpu-id", "-1"]
+            + ["--run-dir", "{tmp}/work", "--output", "{tmp}/out/llm.json"],
+            ["{tmp}/train.jsonl: not found", "spacy project run corpus"],
+        ),
     ],
-    ids=["accuracy", "train-speed", "inference-data", "inference-model", "annotate", "scale"],
+    ids=[
+        "accuracy",
+        "train-speed",
+        "inference-data",
+        "inference-model",
+        "annotate",
+        "scale",
+        "llm",
+    ],
 )
 def test_a_missing_input_stops_a_benchmark_with_one_line(tmp_path, args, expected):
     (tmp_path / "assets").mkdir()  # {tmp}/assets has the test split, {tmp} nothing
