@@ -69,8 +69,11 @@ def stock_config(encoder: Path, out: Path) -> Path:
     return out
 
 
-def command(system: str, corpus: Path, encoder: Path, out: Path, stock: Path, n: int) -> List[str]:
-    """One epoch of `system` over the first `n` training sentences, on the CPU."""
+def command(
+    system: str, corpus: Path, encoder: Path, out: Path, configs: Dict[str, Path], n: int
+) -> List[str]:
+    """One epoch of `system` (configs[system]) over the first `n` training sentences, on the
+    CPU."""
     common = [
         "--paths.train",
         str(corpus / "train"),
@@ -89,14 +92,20 @@ def command(system: str, corpus: Path, encoder: Path, out: Path, stock: Path, n:
     ]
     code = ["--code", str(ROOT / "benchmarks" / "loop_profile.py")]
     if system == "stock":
-        return [sys.executable, "-m", "spacy", "train", str(stock), "--output", str(out)] + (
-            common + code
-        )
+        return [
+            sys.executable,
+            "-m",
+            "spacy",
+            "train",
+            str(configs[system]),
+            "--output",
+            str(out),
+        ] + (common + code)
     return [
         sys.executable,
         "-m",
         "scripts.train",
-        str(ROOT / "configs" / "trf.cfg"),
+        str(configs[system]),
         str(out),
         *code,
         "--paths.labels",
@@ -138,6 +147,7 @@ def main(
     sentences: str = typer.Option("1000,4000", help="SMALL,LARGE: the first N sentences"),
     repeats: int = typer.Option(3, help="Runs of each system at each size, interleaved"),
     family: str = typer.Option("roberta", help="Family of the tiny encoder (tiny_transformer)"),
+    config: Path = typer.Option(ROOT / "configs" / "trf.cfg", help="This project's config"),
     profile: bool = typer.Option(False, help="Also profile one LARGE run of each system"),
     workdir: Path = typer.Option(ROOT / "benchmarks" / "runs" / "train-ceiling"),
     output: Optional[Path] = typer.Option(None, help="Also write the figures to this JSON file"),
@@ -147,6 +157,7 @@ def main(
     from scripts.tiny_transformer import FAMILIES, build_tiny_transformer
 
     require_inputs([corpus / n for n in ("train", "dev.spacy", "labels/ner.json")], CORPUS_STEP)
+    require_inputs([config], "Give a training config of the project with --config.")
     if family not in FAMILIES:
         sys.exit(f"--family {family}: not one of {', '.join(FAMILIES)}.")
     small, large = (int(n) for n in sentences.split(","))
@@ -162,7 +173,7 @@ def main(
     if not encoder.exists():
         texts = [d.text for d in StreamedCorpus(corpus / "train").docs(vocab)]
         build_tiny_transformer(encoder, texts, family, vocab=TINY_VOCAB)
-    stock = stock_config(encoder, workdir / "stock.cfg")
+    configs = {"stock": stock_config(encoder, workdir / "stock.cfg"), "project": config}
     described = machine()
     print(described)
     print(
@@ -174,7 +185,7 @@ def main(
         for n in (small, large):
             for system in SYSTEMS:
                 out = workdir / f"{system}-{n}"
-                cmd = command(system, corpus, encoder, out, stock, n)
+                cmd = command(system, corpus, encoder, out, configs, n)
                 walls[system][n].append(run(cmd, workdir / f"{system}-{n}.log"))
         rates = {
             s: (words[large] - words[small]) / (walls[s][large][-1] - walls[s][small][-1])
@@ -201,6 +212,7 @@ def main(
         "sentences": [small, large],
         "words": [words[small], words[large]],
         "family": family,
+        "config": str(config),
         "walls": walls,
         "words_per_s": rates,
         "median_words_per_s": median,
@@ -211,7 +223,7 @@ def main(
         result["profile_ms_per_1000_words"] = profiles = {}
         for system in SYSTEMS:
             path = workdir / f"{system}-profile.json"
-            cmd = command(system, corpus, encoder, workdir / f"{system}-profile", stock, large)
+            cmd = command(system, corpus, encoder, workdir / f"{system}-profile", configs, large)
             run(cmd, workdir / f"{system}-profile.log", profile=path)
             measured = json.loads(path.read_text(encoding="utf-8"))
             if measured["missing"]:

@@ -1,9 +1,9 @@
 """`--code` file for a profile of spaCy's training loop: what each part of a step costs, for any
-config (`spacy train` or the project's scripts/train.py). It times a few named functions of
-spaCy, spacy-transformers, thinc and torch by wrapping them when it is imported (wall time,
-a call nested in another of the same part counted once), and writes the totals, in seconds,
-to the JSON file named by the environment variable LOOP_PROFILE when the process ends. A
-function that a library no longer has is left out and named under "missing".
+config (`spacy train` or the project's scripts/train.py). When the environment variable
+LOOP_PROFILE names a file, it times a few named functions of spaCy, spacy-transformers, thinc
+and torch by wrapping them as it is imported (wall time, a call nested in another of the same
+part counted once), and writes the totals, in seconds, to that JSON file when the process
+ends. A function that a library no longer has is left out and named under "missing".
 
 The parts (bench_train_ceiling.py turns them into the profile's rows):
 - loop: inside spaCy's train_while_improving (every step, its evaluations included);
@@ -22,6 +22,7 @@ import os
 import time
 from collections import defaultdict
 from functools import wraps
+from typing import Callable, Dict, Optional, Tuple
 
 from scripts import architectures  # noqa: F401  (the project's layers, for its configs)
 
@@ -71,15 +72,22 @@ def timed(part, func):
     return generate if part in GENERATORS else call
 
 
-def install() -> None:
+def targets() -> Dict[str, Tuple[object, str, Optional[Callable]]]:
+    """Each part's (owner, attribute, function), the function None where it is not found."""
+    found = {}
     for part, (module_name, path) in PARTS.items():
         owner = importlib.import_module(module_name)
         *outer, name = path.split(".")
         for attr in outer:
             owner = getattr(owner, attr, None)
-        func = getattr(owner, name, None)
+        found[part] = (owner, name, getattr(owner, name, None))
+    return found
+
+
+def install() -> None:
+    for part, (owner, name, func) in targets().items():
         if func is None:
-            missing.append(f"{module_name}.{path}")
+            missing.append(".".join(PARTS[part]))
             continue
         setattr(owner, name, timed(part, func))
 
@@ -92,4 +100,5 @@ def write() -> None:
             json.dump({"seconds": dict(totals), "missing": missing}, f, indent=2)
 
 
-install()
+if os.environ.get("LOOP_PROFILE"):
+    install()

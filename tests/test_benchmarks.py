@@ -367,6 +367,11 @@ def one_line_stop(result, *expected: str) -> str:
             + ["--run-dir", "{tmp}/work", "--output", "{tmp}/out/llm.json"],
             ["{tmp}/train.jsonl: not found", "spacy project run corpus"],
         ),
+        (
+            ["benchmarks.bench_train_ceiling", "--corpus", "{tmp}/corpus"]
+            + ["--workdir", "{tmp}/work"],
+            ["{tmp}/corpus/train: not found", "spacy project run corpus"],
+        ),
     ],
     ids=[
         "accuracy",
@@ -376,6 +381,7 @@ def one_line_stop(result, *expected: str) -> str:
         "annotate",
         "scale",
         "llm",
+        "ceiling",
     ],
 )
 def test_a_missing_input_stops_a_benchmark_with_one_line(tmp_path, args, expected):
@@ -442,3 +448,46 @@ def test_the_predictor_against_spacy_transformers_on_a_random_pipeline_of_anothe
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (line,) = [ln for ln in run.stdout.splitlines() if ln.startswith("spacy-plain:")]
     assert "spacy is " in line and line.endswith("the same entities")
+
+
+def test_the_loop_profile_finds_every_part_it_times_in_the_installed_libraries():
+    """What it wraps exists: a library that moved a function shows here, not as a profile
+    with a part missing."""
+    from benchmarks import loop_profile
+
+    found = loop_profile.targets()
+    assert set(found) == set(loop_profile.PARTS)
+    assert all(func is not None for _, _, func in found.values()), found
+
+
+def test_the_loop_profile_counts_nested_calls_once_and_times_inside_a_generator(monkeypatch):
+    from benchmarks import loop_profile
+
+    monkeypatch.setattr(loop_profile, "totals", {"update": 0.0, "data": 0.0})
+    clock = iter(range(100))
+    monkeypatch.setattr(loop_profile.time, "perf_counter", lambda: float(next(clock)))
+
+    def update(depth):
+        return update_timed(depth - 1) if depth else "done"
+
+    update_timed = loop_profile.timed("update", update)
+    assert update_timed(3) == "done"
+    assert loop_profile.totals["update"] == 1.0  # one outer call: two clock readings
+
+    def items():
+        yield from "ab"
+
+    assert list(loop_profile.timed("data", items)()) == ["a", "b"]
+    assert loop_profile.totals["data"] == 3.0  # three next() calls, the last one empty
+
+
+def test_the_ceiling_profile_rows_are_ms_per_1000_words_and_add_up():
+    from benchmarks.bench_train_ceiling import profile_rows
+
+    seconds = {"loop": 10.0, "data": 1.0, "update": 8.0, "copy": 0.5, "transformer": 3.0}
+    seconds.update(tokenize=0.5, encoder_forward=1.5, encoder_backward=2.0, evaluate=0.5)
+    rows = profile_rows(seconds, words=5000)
+    total = rows.pop("total (the loop, evaluations out)")
+    assert total == pytest.approx(1e6 * 9.5 / 5000)
+    assert sum(rows.values()) == pytest.approx(total)
+    assert rows["NER: features, parser, gold, pooling"] == pytest.approx(1e6 * 2.5 / 5000)
