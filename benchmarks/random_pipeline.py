@@ -18,7 +18,7 @@ from .common import CORPUS_STEP, ROOT, require_inputs
 
 def main(
     family: str = typer.Option("deberta-v3", help="An encoder family of the tested ones"),
-    size: str = typer.Option("base", help="tiny or base (BERT-base dimensions)"),
+    size: str = typer.Option("base", help="tiny, small (MiniLM-L6) or base (BERT-base)"),
     out: Path = typer.Option(..., help="Writes <out>/encoder and <out>/pipeline"),
     assets: Path = typer.Option(ROOT / "assets" / "en_conll2003", help="train/test.jsonl"),
     labels: Path = typer.Option(ROOT / "corpus" / "en_conll2003_a" / "labels" / "ner.json"),
@@ -32,7 +32,7 @@ def main(
     from scripts.tiny_transformer import FAMILIES, SIZES, build_tiny_transformer
 
     if family not in FAMILIES or size not in SIZES:
-        raise typer.BadParameter(f"family: one of {', '.join(FAMILIES)}; size: tiny or base")
+        raise typer.BadParameter(f"family: one of {', '.join(FAMILIES)}; size: {', '.join(SIZES)}")
     require_inputs([assets / "train.jsonl", assets / "test.jsonl", labels], CORPUS_STEP)
     texts = [" ".join(t) for t in read_jsonl(assets / "train.jsonl").tokens.to_pylist()]
     encoder = build_tiny_transformer(out / "encoder", texts, family, size)

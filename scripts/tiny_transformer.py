@@ -17,15 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-# tiny: 2 layers of width 32 learn the fixture in a few dozen steps. base: the size of BERT-base
-# (and of DeBERTa-v3-base, ELECTRA-base, ...), for speed figures, which do not depend on the
-# weights. Each family can adjust a size (Family.sizes).
+# tiny: 2 layers of width 32 learn the fixture in a few dozen steps. small (MiniLM's) and base
+# (BERT-base's, and DeBERTa-v3-base's, ELECTRA-base's, ...): for speed figures, which do not
+# depend on the weights. Each family can adjust a size (Family.sizes).
 SIZES = {
     "tiny": {
         "hidden_size": 32,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
         "intermediate_size": 64,
+    },
+    # all-MiniLM-L6-v2's dimensions (6 layers of 384)
+    "small": {
+        "hidden_size": 384,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 12,
+        "intermediate_size": 1536,
     },
     "base": {
         "hidden_size": 768,
@@ -38,6 +45,7 @@ MAX_PIECES = 512  # word pieces a text may have (the model's positions)
 # word pieces a tokenizer learns (at most: a few texts give fewer); bpe starts from 256 bytes
 VOCAB_SIZE = {
     "tiny": {"wordpiece": 400, "unigram": 400, "bpe": 600},
+    "small": dict.fromkeys(("wordpiece", "unigram", "bpe"), 8000),
     "base": dict.fromkeys(("wordpiece", "unigram", "bpe"), 8000),
 }
 
