@@ -218,8 +218,8 @@ def transformer_with_features(
     transformer: Model[List[Doc], List[Floats2d]],
     features: Model[List[Doc], List[Floats2d]],
 ) -> Model[List[Doc], List[Floats2d]]:
-    """Token vectors of a transformer (a TransformerListener) concatenated with those of a
-    small hash-embedding tok2vec. The tok2vec sees what an uncased or subword encoder
+    """Token vectors of a transformer (a TransformerListener) concatenated with `features`,
+    e.g. hash embeddings (spacy.MultiHashEmbed.v2) of what an uncased or subword encoder
     blurs: the token's case and shape, its prefix and suffix."""
     model = concatenate(transformer, features)
     model.name = "transformer_with_features"
