@@ -9,11 +9,11 @@ is not a win; and whether each returns the same entities as the first system.
         --spacy-model benchmarks/runs/accuracy/spacy-model/model-best \
         --hf-model benchmarks/runs/accuracy/hf-model
 
-The project's CPU predictor against spacy-transformers' own path, on a pipeline of another
-encoder family (benchmarks/random_pipeline.py: random weights, the speed is the same):
+The transformer's sub-batch size on the CPU, swept, on a pipeline of another encoder family
+(benchmarks/random_pipeline.py: random weights, the speed is the same):
 
-    python -m benchmarks.bench_inference --systems spacy,spacy-plain --limit 500 \
-        --spacy-model benchmarks/runs/random-deberta-v3-base/pipeline
+    python -m benchmarks.bench_inference --systems spacy,spacy-128,spacy-512,spacy-4096 \
+        --limit 500 --spacy-model benchmarks/runs/random-deberta-v3-base/pipeline
 """
 
 import json
@@ -84,18 +84,13 @@ def run_spacy(
 
         spacy.require_gpu(gpu_id)
         set_gpu_allocator("pytorch")  # cupy's arrays in torch's pool: one peak GPU memory figure
-    bf16 = {"components.transformer.model.cpu_bfloat16": True}
-    nlp = spacy.load(model, config=bf16 if mode == "bf16" else {})
+    nlp = spacy.load(model)
     trf = nlp.get_pipe("transformer")
-    if max_batch_items:  # the transformer's inference sub-batches (padded words)
-        trf.cfg["max_batch_items"] = max_batch_items
-    if mode == "plain":  # spacy-transformers.TransformerModel.v3's forward, in both layers
-        # that versions of multinerd.TransformerModel replace it in (v2: the encoder layer)
-        from spacy_transformers.layers.transformer_model import forward
-        from thinc.layers.pytorchwrapper import forward as pytorch_forward
-
-        trf.model.replace_callbacks(forward, init=trf.model.init)
-        trf.model.layers[0].replace_callbacks(pytorch_forward, init=trf.model.layers[0].init)
+    if max_batch_items:  # the transformer's inference sub-batches: padded words on a GPU,
+        # padded word pieces on a CPU
+        trf.cfg.update(max_batch_items=max_batch_items, cpu_max_batch_pieces=max_batch_items)
+    if mode == "bf16":
+        trf.cfg["cpu_bfloat16"] = True
     list(nlp.pipe(texts[:64], batch_size=batch_size))  # warm-up
 
     def once():
@@ -130,12 +125,11 @@ HF_AGGREGATIONS = ("simple", "first", "average", "max")
 
 def parse_system(system: str) -> Tuple[str, Union[Tuple[Optional[str], Optional[int]], str]]:
     """ "spacy" (as trained) -> ("spacy", (None, None)); "spacy-N" (the transformer's
-    max_batch_items N) -> ("spacy", (None, N)); "spacy-plain[-N]": the same with
-    spacy-transformers' own prediction path instead of multinerd.TransformerModel's CPU
-    path -> ("spacy", ("plain", N or None)); "spacy-bf16[-N]": with the model's
-    cpu_bfloat16 setting on -> ("spacy", ("bf16", N or None)); "hf-<aggregation>" ->
-    ("hf", aggregation)."""
-    spacy_system = re.fullmatch(r"spacy(?:-(plain|bf16))?(?:-([1-9][0-9]*))?", system)
+    sub-batches of N padded words on a GPU, N padded word pieces on a CPU) -> ("spacy", (None,
+    N));
+    "spacy-bf16[-N]": with the component's cpu_bfloat16 on -> ("spacy", ("bf16", N or None));
+    "hf-<aggregation>" -> ("hf", aggregation)."""
+    spacy_system = re.fullmatch(r"spacy(?:-(bf16))?(?:-([1-9][0-9]*))?", system)
     if spacy_system:
         mode, items = spacy_system.groups()
         return "spacy", (mode, int(items) if items else None)
@@ -143,8 +137,8 @@ def parse_system(system: str) -> Tuple[str, Union[Tuple[Optional[str], Optional[
     if kind == "hf" and arg in HF_AGGREGATIONS:
         return "hf", arg
     raise typer.BadParameter(
-        f"unknown system {system!r}: use spacy, spacy-plain or spacy-bf16, each with an "
-        "optional -N (N > 0), or "
+        f"unknown system {system!r}: use spacy or spacy-bf16, each with an optional -N "
+        "(N > 0), or "
         f"hf-<aggregation> with one of {', '.join(HF_AGGREGATIONS)}",
         param_hint="--systems",
     )
@@ -198,10 +192,10 @@ def main(
     output: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
     logs: Path = typer.Option(LOGS, help="where each system's process writes its messages"),
     systems: str = typer.Option(
-        "spacy,spacy-plain-256,hf-simple,hf-first",
-        help="spacy (as trained), spacy-N (max_batch_items N), spacy-plain[-N] "
-        "(spacy-transformers' own prediction path), spacy-bf16[-N] (the model's cpu_bfloat16 "
-        "on), hf-<aggregation>",
+        "spacy,spacy-bf16,hf-simple,hf-first",
+        help="spacy (as trained), spacy-N (sub-batches of N padded words; on a CPU, word "
+        "pieces), spacy-bf16[-N] "
+        "(the transformer's cpu_bfloat16 on), hf-<aggregation>",
     ),
     only: str = typer.Option("", help="internal: run one system and print JSON"),
 ):

@@ -12,13 +12,15 @@ import warnings
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 import numpy
+from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus
 from spacy.training.corpus import walk_corpus
 from spacy.util import registry
+from spacy_transformers import Transformer
 from thinc.api import Model, concatenate, get_current_ops
 from thinc.types import Floats2d
 from wasabi import msg
@@ -234,18 +236,14 @@ def transformer_model(
     transformer_config: Optional[dict] = None,
     mixed_precision: bool = False,
     grad_scaler_config: Optional[dict] = None,
-    cpu_batch_pieces: int = 384,
-    cpu_bfloat16: bool = False,
+    cpu_batch_pieces: Optional[int] = None,
+    cpu_bfloat16: Optional[bool] = None,
 ) -> Model:
     """spacy-transformers.TransformerModel.v3 (same settings, weights, training and results)
-    that predicts faster on a CPU: the encoder runs on groups of the batch's texts sorted by
-    their number of word pieces, at most `cpu_batch_pieces` padded word pieces a group, so that
-    little padding is computed. (The component's own sub-batches, `max_batch_items`, are sized
-    by spaCy tokens, a weaker guide, and each runs the whole model: word-piece tokenizer,
-    alignment and all.) `cpu_bfloat16` runs the encoder under torch's bfloat16 autocast: faster
-    on CPUs with bfloat16 instructions (AVX512-BF16, AMX), slower on others, and the results
-    change a little (docs/inference.md). Training, and prediction on a GPU, are
-    spacy-transformers' own."""
+    whose encoder loads with the config it was trained with, exactly, and which runs fp16
+    mixed precision only on a GPU. `cpu_batch_pieces` and `cpu_bfloat16` are accepted and
+    ignored, so that the configs of pipelines saved with them keep loading: the CPU's
+    sub-batches and bfloat16 are the component's settings now (multinerd_transformer)."""
     create = registry.architectures.get(SPACY_TRANSFORMER_MODEL)
     # fp16 autocast and loss scaling exist on a GPU only: on a CPU, torch would switch autocast
     # off with a warning at every prediction. So a pipeline trained with mixed precision runs
@@ -261,21 +259,6 @@ def transformer_model(
         grad_scaler_config or {},
     )
     keep_config_exact(model)
-    found = encoder_layer(model)
-    if isinstance(found, str):
-        warn_plain_path(found)
-        return model
-    layer, forward = found
-    layer.replace_callbacks(
-        partial(
-            grouped_forward,
-            forward=forward,
-            max_pieces=cpu_batch_pieces,
-            bfloat16=cpu_bfloat16,
-            plain={"after": None},
-        ),
-        init=layer.init,
-    )
     return model
 
 
@@ -287,75 +270,104 @@ def transformer_model_v1(
     transformer_config: Optional[dict] = None,
     mixed_precision: bool = False,
     grad_scaler_config: Optional[dict] = None,
-    cpu_batch_pieces: int = 384,
-    nested_tensors: bool = True,
+    cpu_batch_pieces: Optional[int] = None,
+    nested_tensors: Optional[bool] = None,
 ) -> Model:
-    """The first version, kept so that pipelines whose config names it keep loading: v2 with
-    the same settings. `nested_tensors` is accepted and ignored: v1's copy of the encoder's
-    layers in torch's nested-tensor path computed the same hidden states no faster than the
-    grouping alone, with a second copy of the weights (benchmarks/RESULTS.md)."""
+    """The first version, kept so that pipelines whose config names it keep loading: v2.
+    `cpu_batch_pieces` and `nested_tensors` are accepted and ignored."""
     return transformer_model(
-        name,
-        get_spans,
-        tokenizer_config,
-        transformer_config,
-        mixed_precision,
-        grad_scaler_config,
-        cpu_batch_pieces,
+        name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config
     )
 
 
-# --- The only place that relies on spacy-transformers' and thinc's internals ---------------
-# TransformerModel.v3 is a model whose first layer (thinc's PyTorchWrapper as
-# spacy-transformers' HFWrapper, "hf-pytorch") takes the word pieces and returns the encoder's
-# output, through one shim that holds the Hugging Face model. The grouping replaces that
-# layer's forward and calls the original on each group. Checked when the model is built: with
-# another layout, the model keeps spacy-transformers' own path, and says so once.
 SPACY_TRANSFORMER_MODEL = "spacy-transformers.TransformerModel.v3"
-ENCODER_LAYER = "hf-pytorch"
+CPU_FACTORY = "multinerd_transformer"
+TRANSFORMER_DEFAULTS = Language.get_factory_meta("transformer").default_config
 
 
-def encoder_layer(model: Model) -> Union[Tuple[Model, Callable], str]:
-    """The encoder layer of a TransformerModel.v3 and its forward, or what differs from the
-    layout the grouping was written for."""
-    if not model.layers or model.layers[0].name != ENCODER_LAYER:
-        return f"its first layer is not {ENCODER_LAYER!r}"
-    layer = model.layers[0]
-    if len(layer.shims) != 1 or not hasattr(layer.shims[0], "_hfmodel"):
-        return "its encoder layer does not hold one Hugging Face shim"
-    if not hasattr(layer.shims[0]._hfmodel, "transformer"):
-        return "its shim does not hold the transformer where expected"
-    forward = getattr(layer, "_func", None)
-    if not callable(forward):
-        return "thinc's Model keeps its forward elsewhere"
-    try:  # what grouped_forward builds its groups with
-        from spacy_transformers.data_classes import WordpieceBatch  # noqa: F401
-        from spacy_transformers.util import batch_by_length  # noqa: F401
-    except ImportError as err:
-        return str(err)
-    return layer, forward
+class CPUSettingsTransformer(Transformer):
+    """spacy-transformers' Transformer component which, on a CPU, predicts in sub-batches of
+    texts of similar length in word pieces, at most `cpu_max_batch_pieces` padded word pieces
+    each (the model's own tokenizer counts them), and with `cpu_bfloat16` runs the encoder
+    under torch's bfloat16 autocast. Its `max_batch_items` (padded spaCy tokens) suits a GPU; on
+    a CPU the padding of a large sub-batch is computed in vain, and spaCy tokens are a weak
+    guide to the word pieces the encoder pads to. Training, and prediction on a GPU, are the
+    component's own. Both settings are in its cfg, saved with the pipeline."""
+
+    def __init__(self, *args, cpu_max_batch_pieces: int, cpu_bfloat16: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cfg.update(cpu_max_batch_pieces=cpu_max_batch_pieces, cpu_bfloat16=cpu_bfloat16)
+
+    def on_cpu(self) -> bool:
+        return self.model.ops.device_type == "cpu"
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        if not self.on_cpu():
+            yield from super().pipe(stream, batch_size=batch_size)
+            return
+        from spacy.util import minibatch
+        from spacy_transformers.pipeline_component import install_extensions
+        from spacy_transformers.util import batch_by_length
+
+        install_extensions()
+        for outer in minibatch(stream, batch_size):
+            outer = list(outer)
+            pieces = self.model.tokenizer([doc.text for doc in outer])["input_ids"]
+            lengths = [range(len(p)) for p in pieces]  # what batch_by_length measures
+            for indices in batch_by_length(lengths, self.cfg["cpu_max_batch_pieces"]):
+                subbatch = [outer[i] for i in indices]
+                self.set_annotations(subbatch, self.predict(subbatch))
+            yield from outer
+
+    def predict(self, docs: Iterable[Doc]):
+        if not (self.cfg.get("cpu_bfloat16") and self.on_cpu()):
+            return super().predict(docs)
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            activations = super().predict(docs)
+        output = activations.model_output  # float32 for the components that read it
+        for key, value in list(output.items()):
+            if torch.is_tensor(value) and value.is_floating_point():
+                output[key] = value.float()
+        return activations
 
 
-def hf_encoder(layer: Model):
-    """The Hugging Face model (a torch module) inside the encoder layer, once loaded."""
-    return layer.shims[0]._hfmodel.transformer
-
-
-def warn_plain_path(why: str) -> None:
-    from importlib.metadata import version
-
-    warnings.warn(
-        f"multinerd.TransformerModel.v2: spacy-transformers {version('spacy-transformers')} "
-        f"builds {SPACY_TRANSFORMER_MODEL} differently ({why}): the pipeline predicts with "
-        "spacy-transformers' own path (the same results, slower on a CPU).",
-        PlainPathWarning,
-        stacklevel=3,
+def make_cpu_settings_transformer(
+    nlp: Language,
+    name: str,
+    model: Model,
+    set_extra_annotations: Callable,
+    max_batch_items: int,
+    cpu_max_batch_pieces: int,
+    cpu_bfloat16: bool,
+) -> CPUSettingsTransformer:
+    """spacy-transformers' `transformer` factory with the CPU's settings (CPUSettingsTransformer):
+    sub-batches of `max_batch_items` padded tokens on a GPU, of `cpu_max_batch_pieces` padded
+    word pieces on a CPU."""
+    return CPUSettingsTransformer(
+        nlp.vocab,
+        model,
+        set_extra_annotations,
+        name=name,
+        max_batch_items=max_batch_items,
+        cpu_max_batch_pieces=cpu_max_batch_pieces,
+        cpu_bfloat16=cpu_bfloat16,
     )
 
 
-class PlainPathWarning(UserWarning):
-    """The CPU grouping is off: spacy-transformers' layout, or the encoder's output, is not
-    what it knows."""
+# registered once per process: a package carries a copy of this file, and spaCy refuses a
+# second factory of the same name from another file
+if not Language.has_factory(CPU_FACTORY):
+    Language.factory(
+        CPU_FACTORY,
+        assigns=["doc._.trf_data"],
+        default_config={
+            **TRANSFORMER_DEFAULTS,
+            "cpu_max_batch_pieces": 384,
+            "cpu_bfloat16": False,
+        },
+    )(make_cpu_settings_transformer)
 
 
 # The encoder's config, exactly. spacy-transformers saves the encoder's Hugging Face config
@@ -427,108 +439,3 @@ def warn_config_rounded(why: str) -> None:
 class ConfigWarning(UserWarning):
     """The encoder's config may load with rounded floats: spacy-transformers' layout, or the
     config, is not what keep_config_exact knows."""
-
-
-# ------------------------------------------------------------------------------------------
-
-
-def grouped_forward(
-    model: Model,
-    wordpieces,
-    is_train: bool,
-    forward: Callable,
-    max_pieces: int,
-    bfloat16: bool,
-    plain: Optional[dict] = None,
-):
-    """The encoder layer's `forward` that, predicting on a CPU, runs the encoder on
-    `length_groups` of the texts, each cut to the word pieces its texts use (under bfloat16
-    autocast if asked), and puts the outputs back in the batch's order and shape, in float32
-    (spacy-transformers reads only the real positions, not the padding). Training, a model
-    on a GPU, an encoder asked for more than its last hidden states, and an output with
-    fields that cannot be put back (from then on: `plain`, this model's own record), take the
-    plain path: `forward` on the whole batch."""
-    plain = {"after": None} if plain is None else plain
-    import torch
-    from spacy_transformers.data_classes import WordpieceBatch
-
-    encoder = hf_encoder(model)
-    config = getattr(encoder, "config", None)
-    if (
-        is_train
-        or plain["after"]
-        or not isinstance(encoder, torch.nn.Module)
-        or encoder.device.type != "cpu"
-        or getattr(config, "output_hidden_states", True)
-        or getattr(config, "output_attentions", True)
-        or getattr(config, "is_decoder", True)
-    ):
-        return forward(model, wordpieces, is_train)
-    parts = []
-    for group in length_groups(wordpieces.lengths, max_pieces):
-        mask = wordpieces.attention_mask[group]
-        width = int(mask.any(axis=0).nonzero()[0].max()) + 1  # whichever side is padded
-        types = wordpieces.token_type_ids
-        rows = WordpieceBatch(
-            strings=[wordpieces.strings[i] for i in group],
-            input_ids=wordpieces.input_ids[group, :width],
-            attention_mask=mask[:, :width],
-            lengths=[wordpieces.lengths[i] for i in group],
-            token_type_ids=None if types is None else types[group, :width],
-        )
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-            output, _ = forward(model, rows, False)
-        parts.append((group, width, output))
-    output = regroup(parts, wordpieces.input_ids.shape)
-    if output is None:  # from now on the plain path, said once
-        plain["after"] = type(encoder).__name__
-        warnings.warn(
-            f"multinerd.TransformerModel.v2: {type(encoder).__name__} returns outputs that "
-            "cannot be put back in the batch's order: predicting with spacy-transformers' own "
-            "path (the same results, slower on a CPU).",
-            PlainPathWarning,
-            stacklevel=2,
-        )
-        return forward(model, wordpieces, is_train)
-
-    def backprop(d_output):
-        raise ValueError("grouped_forward only predicts")
-
-    return output, backprop
-
-
-def regroup(parts: List[Tuple[List[int], int, Any]], shape: Tuple[int, int]) -> Any:
-    """One output of the encoder's class for the whole batch (`shape`: texts, word pieces)
-    from the groups' outputs, with every field the encoder returned: per word piece
-    (texts x pieces x width, e.g. last_hidden_state) or per text (texts x width, e.g.
-    pooler_output). None when a field is neither."""
-    import torch
-
-    first = parts[0][2]
-    fields = {}
-    for key in first.keys():
-        full = None
-        for group, width, output in parts:
-            value = output[key]
-            if not torch.is_tensor(value) or value.shape[0] != len(group):
-                return None
-            if value.dim() == 3 and value.shape[1] == width:
-                index, size = (group, slice(0, width)), (*shape, value.shape[2])
-            elif value.dim() == 2:
-                index, size = (group,), (shape[0], value.shape[1])
-            else:
-                return None
-            if full is None:
-                full = torch.zeros(size)
-            full[index] = value.float()
-        fields[key] = full
-    return type(first)(**fields)
-
-
-def length_groups(lengths: List[int], max_pieces: int) -> List[List[int]]:
-    """Indices of the texts sorted by length, cut into groups whose size padded to their
-    longest text is at most max_pieces (a longer text is a group of its own):
-    spacy-transformers' batch_by_length, given word-piece counts instead of docs."""
-    from spacy_transformers.util import batch_by_length
-
-    return batch_by_length([range(n) for n in lengths], max_pieces)

@@ -1,5 +1,6 @@
 """Pipelines of configs/trf.cfg on tiny random encoders of each family, built here, and the
-same pipeline with spacy-transformers' own prediction path: what the encoder tests compare."""
+same pipeline with spacy-transformers' own component and model: what the encoder tests
+compare."""
 
 from pathlib import Path
 
@@ -15,7 +16,8 @@ TEXTS = [
     "The wolf lives near Lake Victoria .",
 ]
 TAGS = {0: [(0, 2, "PER"), (3, 5, "LOC")], 2: [(0, 1, "ORG"), (2, 4, "ORG")], 3: [(0, 1, "LOC")]}
-PREDICTOR_SETTINGS = ("cpu_batch_pieces", "cpu_bfloat16")  # what v3 does not take
+CPU_SETTINGS = ("cpu_max_batch_pieces", "cpu_bfloat16")  # what spacy-transformers' lacks
+OLD_MODEL_SETTINGS = ("cpu_batch_pieces", "cpu_bfloat16")  # v2 accepts them, v3 does not
 SPACY_TRANSFORMERS = "spacy-transformers.TransformerModel.v3"
 
 
@@ -61,16 +63,48 @@ def with_model(nlp, architecture="multinerd.TransformerModel.v2", **settings):
 
     config = nlp.config.copy()
     model = dict(config["components"]["transformer"]["model"])
-    for key in PREDICTOR_SETTINGS:  # spacy-transformers' settings remain
+    for key in OLD_MODEL_SETTINGS:  # what the architectures differ in: from `settings` only
         model.pop(key, None)
     model.update(settings, **{"@architectures": architecture})
     config["components"]["transformer"]["model"] = model
     return spacy.blank("en").from_config(config).from_bytes(nlp.to_bytes())
 
 
+def with_component(nlp, **settings):
+    """The same pipeline, weights and settings (a copy, from bytes as spacy.load does), with
+    its transformer component's `settings` changed (cpu_max_batch_pieces, cpu_bfloat16)."""
+    copy = with_model(nlp)
+    copy.get_pipe("transformer").cfg.update(settings)
+    return copy
+
+
 def plain_path(nlp):
-    """The same pipeline with spacy-transformers' own TransformerModel.v3."""
-    return with_model(nlp, SPACY_TRANSFORMERS)
+    """The same pipeline with spacy-transformers' own component and TransformerModel.v3."""
+    import spacy
+
+    config = nlp.config.copy()
+    component = {k: v for k, v in config["components"]["transformer"].items()}
+    for key in CPU_SETTINGS:
+        component.pop(key, None)
+    component["factory"] = "transformer"
+    model = {k: v for k, v in component["model"].items() if k not in OLD_MODEL_SETTINGS}
+    component["model"] = {**model, "@architectures": SPACY_TRANSFORMERS}
+    config["components"]["transformer"] = component
+    return spacy.blank("en").from_config(config).from_bytes(nlp.to_bytes())
+
+
+def trf_outputs(nlp, texts):
+    """The transformer's output of each doc, as spaCy's pipe sets it: doc._.trf_data."""
+    return [doc._.trf_data for doc in nlp.pipe(texts, batch_size=64)]
+
+
+def fields(trf_data):
+    """A doc's output fields: last_hidden_state at its real word pieces (a sub-batch pads to
+    its longest text; the listener reads the real pieces only), the others as they are."""
+    mask = trf_data.wordpieces.attention_mask.astype(bool)
+    out = dict(trf_data.model_output.items())
+    out["last_hidden_state"] = out["last_hidden_state"][mask]
+    return out
 
 
 def entities(nlp, texts):

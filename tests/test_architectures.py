@@ -1,39 +1,31 @@
-"""multinerd.TransformerModel.v2 (configs/trf.cfg): its CPU prediction runs the encoder on
-groups of texts of similar length, and must compute what spacy-transformers' own
-TransformerModel.v3 computes with the same weights (the same entities, exactly; the same
-hidden states within 1e-5 in float32; test_encoders.py checks it for every family); with a
-spacy-transformers whose layout it does not know it keeps spacy-transformers' own path; v1
-configs keep loading."""
+"""The transformer of configs/trf.cfg: spacy-transformers' component and model, with the CPU's
+settings (multinerd_transformer: sub-batches by word pieces on a CPU, bfloat16 on
+request) and an encoder that loads with its exact config. It must compute what
+spacy-transformers' own component computes with the same weights (the same entities,
+exactly; the same hidden states within 1e-5 in float32; test_encoders.py checks it for every
+family); configs saved by earlier versions keep loading."""
+
+import importlib.util
 
 import pytest
 
 from scripts import architectures
-from scripts.architectures import length_groups
 
+from .conftest import ROOT
 from .encoders import (
     TEXTS,
     bit_for_bit,
     entities,
+    fields,
     norm_eps,
     plain_path,
     tiny_pipeline,
+    trf_outputs,
+    with_component,
     with_model,
 )
 
 ATOL = 1e-5  # float32, the same weights, other padding: the hidden states agree this closely
-
-
-def test_length_groups_sort_and_bound_the_padded_size():
-    lengths = [5, 30, 2, 6, 5, 40]
-    groups = length_groups(lengths, max_pieces=12)
-    assert sorted(i for g in groups for i in g) == list(range(6))
-    # each group is a run of the length-sorted texts
-    runs = sorted(sorted(lengths[i] for i in g) for g in groups)
-    assert [n for run in runs for n in run] == sorted(lengths)
-    for g in groups:
-        assert len(g) == 1 or max(lengths[i] for i in g) * len(g) <= 12
-    assert {0, 2} in [set(g) for g in groups]  # 2 and 5: 2 x 5 = 10; a third (5) would make 15
-    assert [30] in [[lengths[i] for i in g] for g in groups]  # longer than the bound: alone
 
 
 @pytest.fixture(scope="module", params=["bert", "deberta-v3"])
@@ -45,101 +37,128 @@ def nlp(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain(nlp):
-    """The same pipeline with spacy-transformers' own TransformerModel.v3."""
+    """The same pipeline with spacy-transformers' own component and TransformerModel.v3."""
     return plain_path(nlp)
 
 
 def encoder_calls(nlp) -> list:
-    """(texts, padded word pieces, longest text) of each call of the pipeline's encoder."""
+    """(texts, padded word pieces) of each call of the pipeline's encoder."""
     calls = []
 
     def record(module, args, kwargs):
-        mask = kwargs["attention_mask"]
-        calls.append((*mask.shape, int(mask.sum(dim=1).max())))
+        calls.append(tuple(kwargs["attention_mask"].shape))
 
     encoder = nlp.get_pipe("transformer").model.transformer
     encoder.register_forward_pre_hook(record, with_kwargs=True)
     return calls
 
 
-def hidden_states(nlp, docs):
-    """The transformer's output for `docs` and the mask of its real (not padded) pieces."""
-    import torch
-
-    batch = nlp.get_pipe("transformer").model.predict(docs)
-    return batch.model_output, torch.as_tensor(batch.wordpieces.attention_mask).bool()
-
-
-@pytest.mark.parametrize("pieces", [12, 10**6])
-def test_cpu_prediction_computes_what_spacy_transformers_computes(nlp, plain, pieces):
-    import torch
-
-    docs = [nlp.make_doc(t) for t in TEXTS]
-    expected, real = hidden_states(plain, docs)
-    grouped = with_model(nlp, cpu_batch_pieces=pieces)
-    calls = encoder_calls(grouped)
-    got, _ = hidden_states(grouped, docs)
-    assert list(got.keys()) == list(expected.keys())  # every field the encoder returns
-    for key in expected.keys():
-        a, b = torch.as_tensor(got[key]), torch.as_tensor(expected[key])
-        assert a.shape == b.shape, key
-        if key == "last_hidden_state":  # spacy-transformers reads the real pieces only
-            a, b = a[real], b[real]
-        assert torch.allclose(a, b, atol=ATOL), key
-    lengths = [int(n) for n in real.sum(dim=1)]
-    if pieces >= max(lengths) * len(lengths):
-        assert calls == [(*real.shape, max(lengths))]  # one group: the batch as it is
-    else:
-        assert len(calls) > 1
-        assert sum(n for n, _, _ in calls) == len(docs)
-        for n, width, longest in calls:  # cut to its longest text, within the bound
-            assert width == longest
-            assert n == 1 or n * width <= pieces
+def test_the_config_builds_the_component_with_the_cpus_settings(nlp):
+    component = nlp.get_pipe("transformer")
+    assert isinstance(component, architectures.CPUSettingsTransformer)
+    assert component.cfg == {
+        "max_batch_items": 4096,
+        "cpu_max_batch_pieces": 384,
+        "cpu_bfloat16": False,
+    }
 
 
-def test_same_entities_as_spacy_transformers_and_after_serialization(nlp, plain):
+def test_on_a_cpu_it_predicts_in_sub_batches_of_cpu_max_batch_pieces(nlp, plain, monkeypatch):
+    """Sub-batches of texts of similar length in word pieces, at most cpu_max_batch_pieces
+    padded pieces (the longest text's pieces times the texts; a longer text alone), computing
+    what spacy-transformers' own component computes."""
+    import numpy
+
+    small = with_component(nlp, cpu_max_batch_pieces=40)
+    batches = []
+    predict = architectures.CPUSettingsTransformer.predict
+    tokenizer = small.get_pipe("transformer").model.tokenizer
+
+    def record(self, docs):
+        batches.append([len(tokenizer(doc.text)["input_ids"]) for doc in docs])
+        return predict(self, docs)
+
+    monkeypatch.setattr(architectures.CPUSettingsTransformer, "predict", record)
+    plain_calls = encoder_calls(plain)
+    got, want = trf_outputs(small, TEXTS), trf_outputs(plain, TEXTS)
+    assert len(plain_calls) == 1  # spacy-transformers: max_batch_items, the batch at once
+    assert len(batches) > 1 and sum(map(len, batches)) == len(TEXTS)
+    assert all(len(b) == 1 or len(b) * max(b) <= 40 for b in batches), batches
+    pieces = sorted(n for b in batches for n in b)
+    assert [n for b in sorted(batches) for n in sorted(b)] == pieces  # similar lengths together
+    for a, b in zip(got, want):
+        for key, value in fields(b).items():
+            assert numpy.allclose(fields(a)[key], value, atol=ATOL), key
+    assert entities(small, TEXTS * 3) == entities(plain, TEXTS * 3)
+
+
+def test_off_the_cpu_it_predicts_in_sub_batches_of_max_batch_items(nlp, monkeypatch):
+    """On a GPU the component's max_batch_items holds, as in spacy-transformers (this test
+    runs on a CPU: the component is told it is not on one)."""
+    small = with_component(nlp, cpu_max_batch_pieces=12)
+    calls = encoder_calls(small)
+    monkeypatch.setattr(architectures.CPUSettingsTransformer, "on_cpu", lambda self: False)
+    entities(small, TEXTS)
+    assert [n for n, _ in calls] == [len(TEXTS)]
+
+
+def test_the_same_entities_as_spacy_transformers_and_after_serialization(nlp, plain):
     texts = TEXTS * 3
     expected = entities(plain, texts)
     assert any(expected), "the test needs a pipeline that finds entities"
     assert entities(nlp, texts) == expected
     loaded = with_model(nlp)  # from bytes, as spacy.load does
+    assert loaded.get_pipe("transformer").cfg == nlp.get_pipe("transformer").cfg
     assert entities(loaded, texts) == expected
 
 
-def test_bfloat16_runs_the_encoder_in_bfloat16_and_returns_float32(nlp, plain):
-    import torch
+def test_bfloat16_runs_the_encoder_in_bfloat16_and_gives_float32(nlp, plain):
+    import numpy
 
-    docs = [nlp.make_doc(t) for t in TEXTS]
-    expected, real = hidden_states(plain, docs)
-    got, _ = hidden_states(with_model(nlp, cpu_bfloat16=True, cpu_batch_pieces=12), docs)
-    for key in expected.keys():
-        a, b = torch.as_tensor(got[key]), torch.as_tensor(expected[key])
-        assert a.dtype == torch.float32  # what spacy-transformers turns into numpy arrays
-        a, b = (a[real], b[real]) if key == "last_hidden_state" else (a, b)
-        assert (a - b).abs().max() > ATOL  # computed in bfloat16
-        assert torch.allclose(a, b, atol=0.1)
-    for doc in with_model(nlp, cpu_bfloat16=True).pipe(TEXTS):  # through spaCy to numpy
-        assert doc._.trf_data.model_output.last_hidden_state.dtype == "float32"
+    got = trf_outputs(with_component(nlp, cpu_bfloat16=True), TEXTS)
+    want = trf_outputs(plain, TEXTS)
+    for a, b in zip(got, want):
+        for key, value in fields(b).items():
+            found = fields(a)[key]
+            assert found.dtype == "float32", key  # what the listeners read
+            assert numpy.allclose(found, value, atol=0.1), key
+    differences = [
+        abs(fields(a)["last_hidden_state"] - fields(b)["last_hidden_state"]).max()
+        for a, b in zip(got, want)
+    ]
+    assert max(differences) > ATOL  # computed in bfloat16
 
 
 def test_training_runs_the_whole_batch(nlp):
     from spacy.training import Example
 
-    trained = with_model(nlp, cpu_batch_pieces=12)
+    trained = with_component(nlp, cpu_max_batch_pieces=12)
     calls = encoder_calls(trained)
     examples = [
         Example.from_dict(trained.make_doc(text), {"entities": []}) for text in TEXTS
     ]  # the loss does not matter here, only the batch the encoder gets
     trained.update(examples, sgd=trained.create_optimizer())
-    assert calls and all(n == len(TEXTS) for n, _, _ in calls)
+    assert calls and all(n == len(TEXTS) for n, _ in calls)
 
 
-def test_the_layout_of_the_installed_spacy_transformers_is_the_known_one(nlp):
-    model = nlp.get_pipe("transformer").model
-    found = architectures.encoder_layer(model)
-    assert not isinstance(found, str), found
-    layer, _ = found
-    assert architectures.hf_encoder(layer) is model.transformer  # its own public property
+def test_configs_of_earlier_versions_load_and_give_the_same_entities(nlp, plain):
+    """Pipelines saved before name multinerd.TransformerModel.v1 (with nested_tensors), or v2
+    with its CPU settings of then (cpu_batch_pieces, cpu_bfloat16): accepted, not used."""
+    v1 = with_model(nlp, "multinerd.TransformerModel.v1", cpu_batch_pieces=384, nested_tensors=True)
+    v2 = with_model(nlp, cpu_batch_pieces=384, cpu_bfloat16=False)
+    for old in (v1, v2):
+        assert entities(old, TEXTS * 3) == entities(plain, TEXTS * 3)
+
+
+def test_a_second_copy_of_the_file_registers_nothing_twice():
+    """A package carries a copy of scripts/architectures.py: loading it beside the project's
+    own (annotate, the demo) must not stop at spaCy's refusal of a second factory."""
+    spec = importlib.util.spec_from_file_location(
+        "a_packages_copy", ROOT / "scripts" / "architectures.py"
+    )
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    assert copy.CPU_FACTORY == architectures.CPU_FACTORY
 
 
 def test_the_installed_spacy_transformers_saves_the_config_where_it_is_read_back(nlp):
@@ -182,64 +201,3 @@ def test_saved_bytes_without_a_config_or_one_that_fails_load_as_they_are_and_say
     with pytest.warns(architectures.ConfigWarning, match="cannot be kept exact"):
         architectures.load_exact_config(shim, lambda shim, data: shim, data)
     assert shim._hfmodel.transformer is encoder
-
-
-def test_another_layout_keeps_spacy_transformers_path_and_says_so_once(nlp, plain, monkeypatch):
-    from importlib.metadata import version
-
-    monkeypatch.setattr(architectures, "ENCODER_LAYER", "a-layer-renamed-in-a-later-release")
-    with pytest.warns(architectures.PlainPathWarning) as caught:
-        changed = with_model(nlp, cpu_batch_pieces=12)
-    assert len(caught) == 1
-    assert f"spacy-transformers {version('spacy-transformers')}" in str(caught[0].message)
-    calls = encoder_calls(changed)
-    assert entities(changed, TEXTS) == entities(plain, TEXTS)
-    assert [n for n, _, _ in calls] == [len(TEXTS)]  # not grouped
-
-
-def test_an_encoder_off_the_cpu_runs_the_whole_batch(nlp, monkeypatch):
-    """On a GPU the encoder gets the batch as spacy-transformers builds it (this test runs
-    on a CPU: the encoder says it is on a GPU, and the call is stopped before it runs)."""
-    import torch
-
-    class Stop(Exception):
-        pass
-
-    model = with_model(nlp, cpu_batch_pieces=12).get_pipe("transformer").model
-    wordpieces = model.predict([nlp.make_doc(t) for t in TEXTS]).wordpieces
-    layer, _ = architectures.encoder_layer(model)
-    batches = []
-
-    def stop(model, wordpieces, is_train):
-        batches.append(len(wordpieces))
-        raise Stop
-
-    monkeypatch.setattr(
-        type(model.transformer), "device", property(lambda self: torch.device("cuda"))
-    )
-    with pytest.raises(Stop):
-        architectures.grouped_forward(layer, wordpieces, False, stop, 12, False)
-    assert batches == [len(TEXTS)]
-
-
-def test_v1_configs_load_with_their_settings_and_give_the_same_entities(nlp, plain):
-    """Pipelines trained before v2 name multinerd.TransformerModel.v1 with nested_tensors."""
-    old = with_model(
-        nlp, "multinerd.TransformerModel.v1", cpu_batch_pieces=384, nested_tensors=True
-    )
-    assert entities(old, TEXTS * 3) == entities(plain, TEXTS * 3)
-    with pytest.raises(Exception, match="nested_tensors"):  # v2 has no such setting
-        with_model(nlp, nested_tensors=True)
-
-
-def test_an_output_that_cannot_be_regrouped_takes_the_plain_path_and_says_so_once(
-    nlp, plain, monkeypatch
-):
-    monkeypatch.setattr(architectures, "regroup", lambda parts, shape: None)
-    model = with_model(nlp, cpu_batch_pieces=12)
-    with pytest.warns(architectures.PlainPathWarning, match="cannot be put back") as caught:
-        assert entities(model, TEXTS) == entities(plain, TEXTS)
-        calls = encoder_calls(model)
-        assert entities(model, TEXTS) == entities(plain, TEXTS)
-    assert len(caught) == 1
-    assert [n for n, _, _ in calls] == [len(TEXTS)]  # after the first batch: not grouped
