@@ -102,11 +102,33 @@ def record_log(record: List[Dict]):
     return setup
 
 
+def timed_batcher(batches: List[Tuple[float, int]], settings: Dict):
+    """The config's batcher (spacy.batch_by_padded.v1, its settings), which also notes the
+    clock time at which the loop asks for each batch (the start of its step) and its words."""
+    import spacy
+
+    inner = spacy.registry.batchers.get("spacy.batch_by_padded.v1")(**settings)
+
+    def timed(items):
+        for batch in inner(items):
+            batches.append((time.perf_counter(), sum(len(eg) for eg in batch)))
+            yield batch
+
+    return timed
+
+
 def train(
-    gpu_id: int, mixed_precision: bool, steps: int, corpus: Dict[str, Path], tiny: Path, out: Path
-) -> List[Dict]:
+    gpu_id: int,
+    mixed_precision: bool,
+    steps: int,
+    every: int,
+    corpus: Dict[str, Path],
+    tiny: Path,
+    out: Path,
+) -> Tuple[List[Dict], List[Tuple[float, int]]]:
     """configs/trf.cfg with the tiny model's settings, on the encoder `tiny`, trained as the
-    project's train steps train (scripts/train.py: spaCy's loop, with resumable checkpoints)."""
+    project's train steps train (scripts/train.py: spaCy's loop, with resumable checkpoints),
+    evaluated every `every` steps: its evaluations, and the start and words of each step."""
     import spacy
 
     from . import architectures  # noqa: F401  (the config's registered layers)
@@ -121,22 +143,37 @@ def train(
         "paths.transformer": str(tiny),
         "system.mixed_precision": mixed_precision,
         "training.max_steps": steps,
-        "training.eval_frequency": max(steps // 10, 1),
+        "training.eval_frequency": every,
         "training.patience": 0,
     }
     config = spacy.util.load_config(CONFIG, overrides=overrides, interpolate=False)
     record: List[Dict] = []
+    batches: List[Tuple[float, int]] = []
     config["training"]["logger"] = {"@loggers": "multinerd.smoke_record.v1"}
     spacy.registry.loggers.register("multinerd.smoke_record.v1", func=lambda: record_log(record))
+    batcher = dict(config["training"]["batcher"])
+    assert batcher.pop("@batchers") == "spacy.batch_by_padded.v1", "configs/trf.cfg's batcher"
+
+    def timed(size: int, buffer: int, discard_oversize: bool, get_length=None):
+        settings = dict(size=size, buffer=buffer, discard_oversize=discard_oversize)
+        return timed_batcher(batches, {**settings, "get_length": get_length})
+
+    spacy.registry.batchers.register("multinerd.smoke_timed.v1", func=timed)
+    config["training"]["batcher"] = {"@batchers": "multinerd.smoke_timed.v1", **batcher}
     config.to_disk(out.parent / "smoke.cfg")
     train_resumable(out.parent / "smoke.cfg", out, {}, gpu_id, resume=False)
-    return record
+    return record, batches
 
 
-def training_speed(record: List[Dict]) -> float:
-    """Words/s of a training record, from its first evaluation to its last."""
-    seconds = record[-1]["time"] - record[0]["time"]
-    return (record[-1]["words"] - record[0]["words"]) / max(seconds, 1e-9)
+def training_speed(batches: List[Tuple[float, int]], every: int) -> float:
+    """Words/s of the training steps, from the clock times at which the loop asked for each
+    batch (the start of its step, so the end of the one before): the steps followed by an
+    evaluation and its checkpoint (every `every` steps, step 0 among them) left out."""
+    words = seconds = 0.0
+    for step, ((start, n), (end, _)) in enumerate(zip(batches, batches[1:])):
+        if step % every:
+            words, seconds = words + n, seconds + end - start
+    return words / max(seconds, 1e-9)
 
 
 def pace_check(ceiling: float, base: float, family: str, steps: int) -> Check:
@@ -250,7 +287,8 @@ def smoke(
     on_gpu = gpu_id >= 0
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(gpu_id)
-    record = train(gpu_id, mixed_precision, steps, corpus, tiny, tmp / "training")
+    every = max(steps // 10, 1)
+    record, batches = train(gpu_id, mixed_precision, steps, every, corpus, tiny, tmp / "training")
 
     device = torch.cuda.get_device_name(gpu_id) if on_gpu else "CPU"
     nlp = spacy.load(tmp / "training" / "model-last")  # on the device the training set up
@@ -274,16 +312,21 @@ def smoke(
             "" if reloaded == on_cpu else "the saved pipeline differs from the trained one",
         )
     )
-    ceiling = training_speed(record)
+    ceiling = training_speed(batches, every)
     checks.append(
         Check(
             "training speed, tiny encoder (the loop's most)",
             f"{ceiling:,.0f} words/s over {steps} steps",
         )
     )
-    base = build_tiny_transformer(tmp / f"base-{family}", fixture_texts(fixture), family, "base")
-    base_record = train(gpu_id, mixed_precision, base_steps, corpus, base, tmp / "training-base")
-    checks.append(pace_check(ceiling, training_speed(base_record), family, base_steps))
+    if base_steps:  # evaluated after its last step only: its steps are timed without one
+        base = build_tiny_transformer(
+            tmp / f"base-{family}", fixture_texts(fixture), family, "base"
+        )
+        out = tmp / "training-base"
+        _, base_batches = train(gpu_id, mixed_precision, base_steps, base_steps, corpus, base, out)
+        speed = training_speed(base_batches, base_steps)
+        checks.append(pace_check(ceiling, speed, family, base_steps))
     checks.append(Check(f"inference speed ({device}, tiny encoder)", f"{infer_speed:,.0f} words/s"))
     peak = torch.cuda.max_memory_allocated(gpu_id) / 2**20 if on_gpu else None
     checks.append(Check("peak GPU memory", f"{peak:,.0f} MiB (base size)" if peak else "- (CPU)"))
@@ -295,7 +338,7 @@ def main(
     mixed_precision: str = typer.Option("true", help="fp16 mixed precision: true or false"),
     steps: int = typer.Option(300, min=10, help="Training steps of the tiny encoder"),
     base_steps: int = typer.Option(
-        30, min=2, help="Training steps of the base-size encoder (for its words/s)"
+        30, help="Training steps of the base-size encoder (for its words/s); 0: none"
     ),
     transformer: str = typer.Option(
         "", help="The transformer you will train (project var transformer): its family is built"
@@ -316,6 +359,8 @@ def main(
             raise SystemExit(1)
     elif precision:
         msg.fail("mixed_precision=true needs a GPU: add --mixed-precision false.", exits=1)
+    if base_steps == 1 or base_steps < 0:
+        msg.fail("--base-steps: 0 (no base-size run), or 2 and more (a step to time).", exits=1)
     family, note = family_of_transformer(transformer and resolve_transformer(transformer, language))
     if note:
         msg.info(f"{note}: the smoke run builds a tiny BERT.")
