@@ -29,10 +29,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import spacy
 import typer
-
-from scripts.architectures import StreamedCorpus
 
 from .common import CORPUS_STEP, ROOT, child_env, machine, require_inputs, run_child
 
@@ -154,7 +151,7 @@ def main(
 ):
     """Words/s of the training loop with a tiny encoder on one CPU thread: this project's
     against stock spaCy's, side by side, and their ratio."""
-    from scripts.tiny_transformer import FAMILIES, build_tiny_transformer
+    from scripts.tiny_transformer import FAMILIES
 
     require_inputs([corpus / n for n in ("train", "dev.spacy", "labels/ner.json")], CORPUS_STEP)
     require_inputs([config], "Give a training config of the project with --config.")
@@ -163,6 +160,11 @@ def main(
     small, large = (int(n) for n in sentences.split(","))
     if not 0 < small < large:
         sys.exit(f"--sentences {sentences}: give SMALL,LARGE with 0 < SMALL < LARGE.")
+    import spacy  # after the checks: a missing input stops at once
+
+    from scripts.architectures import StreamedCorpus
+    from scripts.tiny_transformer import build_tiny_transformer
+
     vocab = spacy.blank("en").vocab
     docs = list(StreamedCorpus(corpus / "train", limit=large).docs(vocab))
     if len(docs) < large:
