@@ -4,7 +4,6 @@ outputs by language, trains a pipeline of that language, scores a pipeline of ev
 language by language, and packages it as spaCy names it (xx_ for all); English as before."""
 
 import json
-import shutil
 from collections import Counter
 
 import pytest
@@ -25,7 +24,7 @@ from scripts.labels import (
 )
 from scripts.train import for_language
 
-from .conftest import FIXTURE, ROOT, run_cli
+from .conftest import FIXTURE, ROOT, copy_project, run_cli
 
 
 def fixture_languages(fixture_rows):
@@ -236,41 +235,43 @@ def test_the_vars_name_each_languages_outputs_and_packages():
 
 @pytest.mark.slow
 def test_all_builds_one_xx_pipeline_scored_per_language(tmp_path):
-    """`spacy project run all` with language=all (the CPU config, a few steps): one pipeline of
-    spaCy's multi-language class, its report's table by language, and an xx_ package."""
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("project.yml", "README.md"):
-        shutil.copy(ROOT / name, project)
-    for name in ("scripts", "configs"):
-        shutil.copytree(ROOT / name, project / name)
-    result = run_cli(
-        "spacy",
-        "project",
-        "run",
-        "all",
-        project,
-        f"--vars.source={FIXTURE}",
-        "--vars.language=all",
-        "--vars.config=cnn",
-        "--vars.gpu_id=-1",
-        "--vars.mixed_precision=false",
-        "--vars.max_steps=6",
-        "--vars.eval_frequency=3",
-        cwd=project,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    model = spacy.load(project / "training" / "all_multinerd_a_cnn" / "model-best")
+    """language=all through the project's corpus and train-a steps (the CPU config, a few
+    steps), then System A's evaluation, report and package as those steps run them: one
+    pipeline of spaCy's multi-language class, its report's table by language, an xx_
+    package, and the README's English table left alone."""
+    project = copy_project(tmp_path / "project")
+    vars_ = [f"--vars.source={FIXTURE}", "--vars.language=all", "--vars.config=cnn"]
+    vars_ += ["--vars.gpu_id=-1", "--vars.mixed_precision=false", "--vars.max_steps=6"]
+    for step in ("corpus", "train-a"):
+        run = run_cli("spacy", "project", "run", step, project, *vars_, cwd=project)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    name, code = "all_multinerd_a_cnn", "scripts/architectures.py"
+    model, test = f"training/{name}/model-best", "corpus/all_multinerd_a/test.spacy"
+    steps = [
+        ["spacy", "evaluate", model, test, "--output", f"metrics/{name}.json", "--code", code],
+        ["scripts.report", name, "--corpus", "all_multinerd_a", "--readme", "README.md"],
+        ["scripts.package_meta", model, "corpus/all_multinerd_a/stats.json"],
+        ["scripts.package", model, f"packages/{name}-1.0.0", "--code", code],
+    ]
+    steps[1] += ["--report", "metrics/all_multinerd_cnn_report"]
+    steps[2] += [f"metrics/{name}.json", "packages/meta.json", "--name", "multinerd_a_cnn"]
+    steps[2] += ["--version", "1.0.0"]
+    steps[3] += ["--meta-path", "packages/meta.json", "--name", "multinerd_a_cnn"]
+    steps[3] += ["--version", "1.0.0"]
+    for args in steps:
+        run = run_cli(*args, cwd=project)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    model = spacy.load(project / model)
     assert model.lang == "xx" and [t.text for t in model.make_doc("北京iPhone")] == [
         "北",
         "京",
         "iPhone",
     ]
     text = (project / "metrics" / "all_multinerd_cnn_report.md").read_text(encoding="utf-8")
-    assert "## Per language: all_multinerd_a_cnn" in text
+    assert f"## Per language: {name}" in text
     for lang in ("de", "en", "fr", "zh"):
         assert f"\n| {lang} | " in text
-    wheels = list((project / "packages" / "all_multinerd_a_cnn-1.0.0" / "dist").glob("*.whl"))
+    wheels = list((project / "packages" / f"{name}-1.0.0" / "dist").glob("*.whl"))
     assert [w.name for w in wheels] == ["xx_multinerd_a_cnn-1.0.0-py3-none-any.whl"]
     readme = (project / "README.md").read_text(encoding="utf-8")
     assert readme == (ROOT / "README.md").read_text(encoding="utf-8")  # English's table only
