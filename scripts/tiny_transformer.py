@@ -297,7 +297,7 @@ def fixture_texts(fixture_dir: Path):
 
 # What a tiny random transformer needs to learn the fixture in a few dozen steps on CPU.
 TINY_OVERRIDES = {
-    "training.optimizer.learn_rate.initial_rate": 0.002,
+    "training.optimizer.learn_rate.initial_rate": 0.005,
     "training.optimizer.learn_rate.warmup_steps": 10,
     "training.batcher.size": 300,
     "training.accumulate_gradient": 1,

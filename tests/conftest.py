@@ -30,6 +30,19 @@ def fixture_rows():
     return {split: read_rows(FIXTURE / name) for split, name in HUB_SPLIT_FILES.items()}
 
 
+def copy_project(dest: Path) -> Path:
+    """`dest` (made here) with what `spacy project run` needs of the project: project.yml, the
+    README (the report fills its table), scripts/ and configs/."""
+    import shutil
+
+    dest.mkdir(parents=True)
+    for name in ("project.yml", "README.md"):
+        shutil.copy(ROOT / name, dest)
+    for name in ("scripts", "configs"):
+        shutil.copytree(ROOT / name, dest / name)
+    return dest
+
+
 def run_cli(*args, cwd=ROOT, env=None):
     """Run `python -m <args>` like project.yml does; returns the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))

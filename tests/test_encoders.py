@@ -8,7 +8,6 @@ family that cannot work is refused before training, naming the var and the famil
 
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from scripts.tiny_transformer import (
     write_tiny_config,
 )
 
-from .conftest import FIXTURE, ROOT, run_cli
+from .conftest import FIXTURE, copy_project, run_cli
 from .encoders import (
     bit_for_bit,
     entities,
@@ -76,11 +75,7 @@ def trained(tmp_path_factory):
     """{family: Trained}: each family's tiny encoder trained by the project's train command
     line in a copy of the project, two at a time."""
     base = tmp_path_factory.mktemp("encoders")
-    corpus = base / "corpus-project"
-    corpus.mkdir()
-    shutil.copy(ROOT / "project.yml", corpus)
-    for name in ("scripts", "configs"):
-        shutil.copytree(ROOT / name, corpus / name)
+    corpus = copy_project(base / "corpus-project")
     write_tiny_config(corpus / "configs" / "trf.cfg", corpus / "configs" / "tiny.cfg")
     made = run_cli("spacy", "project", "run", "corpus", corpus, f"--vars.source={FIXTURE}")
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]

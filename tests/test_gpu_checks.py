@@ -2,7 +2,6 @@
 message naming what is missing and both ways out; the steps that use the device (train,
 evaluate, report) stop within seconds, before any data is loaded."""
 
-import shutil
 import time
 
 import pytest
@@ -11,7 +10,7 @@ from packaging.requirements import Requirement
 from scripts import check_gpu
 from scripts.check_gpu import GPU_REQUIREMENTS, Probe, cuda_major_of_package, problems
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, copy_project, run_cli
 
 CUDA13 = dict(torch_version="2.15.0+cu130", torch_cuda="13.0", torch_devices=1)
 CUPY13 = dict(cupy_packages=[("cupy-cuda13x", "14.2.0")], cupy_cuda="13.0", cupy_devices=1)
@@ -172,11 +171,7 @@ def test_check_gpu_cli_on_this_machine():
 def project(tmp_path):
     """A project copy whose corpus, model and metrics files exist but are not data: a step
     that got past the check would fail on them with another message."""
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "project.yml", project)
-    for name in ("scripts", "configs"):
-        shutil.copytree(ROOT / name, project / name)
+    project = copy_project(tmp_path / "project")
     for scheme in ("a", "b"):
         for name in ("train/000.spacy", "dev.spacy", "test.spacy", "labels/ner.json"):
             path = project / "corpus" / f"en_multinerd_{scheme}" / name

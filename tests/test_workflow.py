@@ -26,7 +26,7 @@ from scripts.tiny_transformer import (
     write_tiny_config,
 )
 
-from .conftest import FIXTURE, ROOT, run_cli
+from .conftest import FIXTURE, ROOT, copy_project, run_cli
 
 SCHEME_B = SCHEMES["b"].types
 PACKAGED_FAMILY = "deberta-v3"
@@ -38,12 +38,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFL
 def project(tmp_path_factory):
     """A copy of the project after `spacy project run all` on the fixture."""
     base = tmp_path_factory.mktemp("workflow")
-    project = base / "project"
-    project.mkdir()
-    for name in ("project.yml", "README.md"):
-        shutil.copy(ROOT / name, project)
-    for name in ("scripts", "configs"):
-        shutil.copytree(ROOT / name, project / name)
+    project = copy_project(base / "project")
     write_tiny_config(project / "configs" / "trf.cfg", project / "configs" / "tiny.cfg")
     # a family beyond BERT, with no pooler and a SentencePiece tokenizer, is what the packages
     # carry (every family trains and predicts in test_encoders.py)
