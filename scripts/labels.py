@@ -212,7 +212,7 @@ DATASETS: Dict[str, Dataset] = {
         license="Reuters Corpus terms (research use only)",
         terms="A pipeline trained on CoNLL-2003 inherits the Reuters Corpus terms: research only.",
     ),
-    "iob": Dataset("iob", "Any IOB1/IOB2 corpus given as train/dev/test files", None),
+    "iob": Dataset("iob", "an IOB1/IOB2 corpus given as train/dev/test files", None),
 }
 
 

@@ -43,6 +43,7 @@ def main(
             version=version,
             create_sdist=False,
             force=True,
+            require_parent=True,  # spacy package's default: the wheel requires spaCy
         )
         (built,) = Path(tmp).iterdir()  # <lang>_<name>-<version>
         with atomic_write(output, folder=True) as folder:

@@ -395,8 +395,8 @@ def main(
     if readme and (datasets != {"multinerd"} or languages != {DEFAULT_LANGUAGE}):
         run = ", ".join(sorted(map(str, languages))) + " " + ", ".join(sorted(map(str, datasets)))
         msg.info(
-            f"The README's results table is English MultiNERD's: a {run} run does not fill it "
-            f"(see {markdown})."
+            f"The README's results table is English MultiNERD's; this run ({run}) does not fill "
+            f"it (see {markdown})."
         )
     elif readme:
         encoders = sorted({data[n]["encoder"] for n in systems})

@@ -375,6 +375,17 @@ def print_plan(T: Dict, output: Path, start: Optional[State]) -> None:
         "If the run stops, run the same command again to resume from the last evaluation; "
         "--vars.resume=false starts again from step 0."
     )
+    if steps and every > steps:
+        msg.warn(
+            f"eval_frequency {every:,} is more than max_steps {steps:,}: the dev split is scored "
+            f"at step 0 only, so {output / MODEL_BEST} will be the untrained pipeline (set "
+            "--vars.eval_frequency to at most max_steps)."
+        )
+    elif steps and steps % every:
+        msg.warn(
+            f"max_steps {steps:,} is not a multiple of eval_frequency {every:,}: the last "
+            f"{steps % every:,} steps are not scored, and reach {output / MODEL_LAST} only."
+        )
 
 
 def for_language(config, language: str) -> None:

@@ -43,6 +43,21 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def wheel_requirements(wheel: Path) -> dict:
+    """The wheel's Requires-Dist: {name: specifier}."""
+    import zipfile
+
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(wheel) as whl:
+        (meta,) = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = whl.read(meta).decode("utf-8").splitlines()
+    found = [
+        Requirement(line.split(":", 1)[1]) for line in lines if line.startswith("Requires-Dist:")
+    ]
+    return {req.name: req.specifier for req in found}
+
+
 def run_cli(*args, cwd=ROOT, env=None):
     """Run `python -m <args>` like project.yml does; returns the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))

@@ -24,7 +24,7 @@ from scripts.labels import (
 )
 from scripts.train import for_language
 
-from .conftest import FIXTURE, ROOT, copy_project, run_cli
+from .conftest import FIXTURE, ROOT, copy_project, run_cli, wheel_requirements
 
 
 def fixture_languages(fixture_rows):
@@ -273,5 +273,7 @@ def test_all_builds_one_xx_pipeline_scored_per_language(tmp_path):
         assert f"\n| {lang} | " in text
     wheels = list((project / "packages" / f"{name}-1.0.0" / "dist").glob("*.whl"))
     assert [w.name for w in wheels] == ["xx_multinerd_a_cnn-1.0.0-py3-none-any.whl"]
+    requires = wheel_requirements(wheels[0])  # as `spacy package` does: it needs spaCy
+    assert list(requires) == ["spacy"] and requires["spacy"].contains(spacy.__version__)
     readme = (project / "README.md").read_text(encoding="utf-8")
     assert readme == (ROOT / "README.md").read_text(encoding="utf-8")  # English's table only

@@ -223,3 +223,23 @@ def test_a_run_killed_while_it_saved_its_last_step_only_finishes(corpus, finishe
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert train.read_state(out).finished
     assert [r["step"] for r in srsly.read_jsonl(out / "train_log.jsonl")] == [0, 10, 20]
+
+
+@pytest.mark.parametrize(
+    "steps, every, warning",
+    [
+        (200, 1000, "eval_frequency 1,000 is more than max_steps 200"),
+        (250, 100, "the last 50 steps are not scored"),
+        (200, 100, None),
+        (0, 1000, None),  # no step limit: the run ends on patience or epochs
+    ],
+)
+def test_the_plan_warns_when_steps_after_the_last_evaluation_miss_model_best(
+    steps, every, warning, tmp_path, capsys
+):
+    train.print_plan({"max_steps": steps, "eval_frequency": every}, tmp_path, None)
+    out = " ".join(capsys.readouterr().out.split())  # wasabi wraps its lines
+    if warning:
+        assert warning in out
+    else:
+        assert "eval_frequency" not in out and "not scored" not in out

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Dict, List
 
@@ -26,7 +27,7 @@ from scripts.tiny_transformer import (
     write_tiny_config,
 )
 
-from .conftest import FIXTURE, ROOT, copy_project, run_cli
+from .conftest import FIXTURE, ROOT, copy_project, run_cli, wheel_requirements
 
 SCHEME_B = SCHEMES["b"].types
 PACKAGED_FAMILY = "deberta-v3"
@@ -165,6 +166,10 @@ def test_wheels_install_into_a_fresh_venv_and_load_offline(project, tmp_path):
         s: next((project["dir"] / "packages").glob(f"en_multinerd_{s}_tiny-*/dist/*.whl"))
         for s in "ab"
     }
+    for wheel in wheels.values():  # pip brings what loading it needs: spaCy and its plugin
+        requires = wheel_requirements(wheel)
+        assert {"spacy", "spacy-transformers"} <= set(requires), requires
+        assert requires["spacy"].contains(version("spacy")), requires
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
