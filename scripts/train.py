@@ -358,6 +358,11 @@ def train_loop(nlp, output: Path, start: Optional[State], config_fingerprint: st
     state = State(config_fingerprint, step, epoch, best_score or 0.0, best_step, finished=True)
     save_checkpoint(nlp, optimizer, T, output, state, best=False)
     msg.good(f"Trained to step {step:,}: {output / MODEL_BEST} (step {best_step:,}).")
+    if best_step == 0 and step > 0:
+        msg.warn(
+            f"{output / MODEL_BEST} is the pipeline before training (step 0): no later "
+            "evaluation scored higher on the dev split. Train longer or check the data."
+        )
 
 
 def shifted(before_update, offset: int, nlp, args: Dict) -> None:
@@ -375,6 +380,14 @@ def print_plan(T: Dict, output: Path, start: Optional[State]) -> None:
         "If the run stops, run the same command again to resume from the last evaluation; "
         "--vars.resume=false starts again from step 0."
     )
+    schedule = T["optimizer"].get("learn_rate")
+    warmup = schedule.get("warmup_steps") if isinstance(schedule, dict) else None
+    if steps and warmup and warmup >= steps:
+        msg.warn(
+            f"The learning rate's warm-up ({warmup:,} steps) is not over by max_steps "
+            f"{steps:,}: the rate never reaches its initial_rate (for a short run, lower "
+            "warmup_steps in the config's [training.optimizer.learn_rate])."
+        )
     if steps and every > steps:
         msg.warn(
             f"eval_frequency {every:,} is more than max_steps {steps:,}: the dev split is scored "

@@ -226,20 +226,37 @@ def test_a_run_killed_while_it_saved_its_last_step_only_finishes(corpus, finishe
 
 
 @pytest.mark.parametrize(
-    "steps, every, warning",
+    "steps, every, rate, warnings",
     [
-        (200, 1000, "eval_frequency 1,000 is more than max_steps 200"),
-        (250, 100, "the last 50 steps are not scored"),
-        (200, 100, None),
-        (0, 1000, None),  # no step limit: the run ends on patience or epochs
+        (
+            200,
+            1000,
+            {"warmup_steps": 250},
+            ["eval_frequency 1,000 is more than max_steps 200", "warm-up (250 steps) is not over"],
+        ),
+        (250, 100, 0.001, ["the last 50 steps are not scored"]),
+        (2000, 100, {"warmup_steps": 250}, []),
+        (0, 1000, {"warmup_steps": 250}, []),  # no step limit: patience or epochs end it
     ],
 )
-def test_the_plan_warns_when_steps_after_the_last_evaluation_miss_model_best(
-    steps, every, warning, tmp_path, capsys
+def test_the_plan_warns_of_a_run_too_short_for_its_schedule(
+    steps, every, rate, warnings, tmp_path, capsys
 ):
-    train.print_plan({"max_steps": steps, "eval_frequency": every}, tmp_path, None)
+    plan = {"max_steps": steps, "eval_frequency": every, "optimizer": {"learn_rate": rate}}
+    train.print_plan(plan, tmp_path, None)
     out = " ".join(capsys.readouterr().out.split())  # wasabi wraps its lines
-    if warning:
+    for warning in warnings:
         assert warning in out
-    else:
-        assert "eval_frequency" not in out and "not scored" not in out
+    said = [w for w in ("is more than max_steps", "is not over", "not scored") if w in out]
+    assert len(said) == len(warnings), out
+
+
+def test_a_run_that_never_beats_step_0_says_so(corpus, tmp_path):
+    """With a learning rate of 0 no evaluation scores higher than the first: model-best is
+    the untrained pipeline, and the run says so."""
+    out = tmp_path / "out"
+    args = train_args(corpus, out, **{"training.optimizer.learn_rate": 0.0})
+    run = run_cli("scripts.train", ROOT / "configs" / "cnn.cfg", out, *args)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    said = " ".join(run.stdout.split())
+    assert "(step 0)." in said and "is the pipeline before training (step 0)" in said
