@@ -62,6 +62,9 @@ def streamed_corpus(
     )
 
 
+ANNOUNCED = set()  # corpora said once: a training run resolves its config twice
+
+
 class StreamedCorpus(Corpus):
     """spaCy's Corpus (the same Examples, gold_preproc, max_length and augmenter) that reads
     its files one at a time, optionally in a new shuffled order each call; see
@@ -96,7 +99,8 @@ class StreamedCorpus(Corpus):
         self.rng = random.Random(seed)
         self.total: Optional[int] = None  # docs in all files, counted when `sample` needs it
 
-        if shuffle:
+        if shuffle and (str(path), buffer, seed) not in ANNOUNCED:
+            ANNOUNCED.add((str(path), buffer, seed))
             msg.info(
                 f"Streaming {self.path} ({len(self.files)} file(s)): a new order each pass, "
                 f"through a shuffle buffer of {buffer:,} docs (seed {seed})"
