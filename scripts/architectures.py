@@ -206,12 +206,15 @@ def cjk_tokenizer() -> Callable:
     makes every CJK character a token of its own, as MultiNERD's Chinese rows are split: the
     tokenizer of the Chinese pipelines and of the one for every language (xx), whose rules
     would leave a Chinese sentence one token. A Latin word or a number stays whole."""
-    from spacy.util import compile_infix_regex
+    from spacy.util import compile_infix_regex, compile_prefix_regex
 
     create = registry.tokenizers.get("spacy.Tokenizer.v1")()
 
     def make(nlp):
         tokenizer = create(nlp)
+        # an infix splits only inside a string: a character that opens one is a prefix
+        prefixes = [CJK_CHARACTERS] + list(nlp.Defaults.prefixes or [])
+        tokenizer.prefix_search = compile_prefix_regex(prefixes).search
         infixes = list(nlp.Defaults.infixes or []) + [CJK_CHARACTERS]
         tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
         return tokenizer
@@ -316,7 +319,10 @@ class CPUSettingsTransformer(Transformer):
         install_extensions()
         for outer in minibatch(stream, batch_size):
             outer = list(outer)
-            pieces = self.model.tokenizer([doc.text for doc in outer])["input_ids"]
+            # counted only: a text over the model's length is split into windows later, so
+            # the tokenizer's warning about its length does not apply
+            texts = [doc.text for doc in outer]
+            pieces = self.model.tokenizer(texts, verbose=False)["input_ids"]
             lengths = [range(len(p)) for p in pieces]  # what batch_by_length measures
             for indices in batch_by_length(lengths, self.cfg["cpu_max_batch_pieces"]):
                 subbatch = [outer[i] for i in indices]

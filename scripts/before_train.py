@@ -51,9 +51,11 @@ def check_language(name: str, config, language: str) -> None:
     """Warn when an encoder that looks English-only is to learn another language."""
     if language == DEFAULT_LANGUAGE or multilingual(name, config):
         return
+    pieces = getattr(config, "vocab_size", None)
+    pieces = f"{pieces:,}" if pieces else "an unknown number of"
     msg.warn(
         f"{name} looks English-only (a {config.model_type!r} model with "
-        f"{getattr(config, 'vocab_size', '?'):,} word pieces, none of the marks of a "
+        f"{pieces} word pieces, none of the marks of a "
         f"multilingual one), and the rows are {LANGUAGE_NAMES.get(language, language)}: it may "
         f"split their words into many pieces it never saw trained. A multilingual encoder fits "
         f"them: --vars.{TRANSFORMER_VAR}={DEFAULT_TRANSFORMER} ({MULTILINGUAL_TRANSFORMER})."
@@ -83,7 +85,6 @@ def check_transformer(name: str, language: str = DEFAULT_LANGUAGE) -> None:
         config = AutoConfig.from_pretrained(name)
         check_family(name, config)
         AutoTokenizer.from_pretrained(name)
-        check_language(name, config, language)
     except Exception as err:
         fail(
             name,
@@ -95,6 +96,7 @@ def check_transformer(name: str, language: str = DEFAULT_LANGUAGE) -> None:
             if reason
             else "It is not a local directory, and the Hugging Face Hub has no such model.",
         )
+    check_language(name, config, language)  # its warnings are not a loading error
     if reason and not user_offline:
         msg.warn(
             f"{reason}: {name} is read from the Hugging Face cache. Run the project with "

@@ -374,6 +374,11 @@ def load_tsv_release(directory: Path, language: str) -> Dict[str, Sentences]:
         for path in paths:
             sents = read_columns(path, "\t", where=f"{path} (split {split!r})")
             lang = language_of_name(path) or language
+            if lang == ALL:  # a TSV row does not say its language: its file's name must
+                raise DataError(
+                    f"{path}: its name carries no language code (train_<code>.tsv ...), and "
+                    "language=all needs each row's language."
+                )
             sents.languages = pyarrow.array([lang] * len(sents), pyarrow.string())
             parts.append(sents)
         out[split] = concat(parts, ", ".join(p.where for p in parts))

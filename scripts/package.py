@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 from wasabi import msg
 
-from .corpus import atomic_write
+from .corpus import atomic_write, remove_outputs
 
 
 def main(
@@ -33,7 +33,9 @@ def main(
     """Build the package's source and wheel into `output`."""
     from spacy.cli.package import package
 
-    with tempfile.TemporaryDirectory(dir=output.parent if output.parent.exists() else None) as tmp:
+    remove_outputs(output)  # an earlier package of another pipeline is not left to trust
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:  # renamed into place
         package(
             model,
             Path(tmp),

@@ -103,6 +103,8 @@ def test_chinese_is_written_without_spaces_and_split_per_character(tmp_path):
     tokenizer = convert_mod.pipeline_tokenizer("zh")
     assert [t.text for t in tokenizer(docs[2].text)] == [t.text for t in docs[2]]
     assert stats["tokenizer"]["agreement"]["zh"]["share"] == 1.0
+    # a character at the start of a string too (spaCy's infixes split only inside one)
+    assert [t.text for t in tokenizer("在2008年北a")] == ["在", "2008", "年", "北", "a"]
 
 
 def test_the_agreement_counts_the_gold_tokens_the_tokenizer_splits():
@@ -153,6 +155,13 @@ def test_the_tsv_release_is_read_by_the_language_in_its_file_names(tmp_path):
     assert sorted(both["dev"].languages.to_pylist()) == ["de", "en"]
     with pytest.raises(DataError, match=r"names ending in _zh\); the languages found, in files"):
         fetch.load("multinerd", str(tmp_path), "zh")
+    unnamed = tmp_path / "unnamed"  # files without a language: the one asked for, not all
+    unnamed.mkdir()
+    for split in ("train", "dev", "test"):
+        (unnamed / f"{split}.tsv").write_text("Paris\tB-LOC\n\n")
+    assert fetch.load("multinerd", str(unnamed), "fr")["dev"].languages.to_pylist() == ["fr"]
+    with pytest.raises(DataError, match=r"train.tsv: its name carries no language code"):
+        fetch.load("multinerd", str(unnamed), ALL)
 
 
 def test_the_hub_repository_files_of_a_language(tmp_path, fixture_rows):
