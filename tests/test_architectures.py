@@ -5,7 +5,8 @@ spacy-transformers' own component computes with the same weights (the same entit
 exactly; the same hidden states within 1e-5 in float32; test_encoders.py checks it for every
 family); configs saved by earlier versions keep loading."""
 
-import importlib.util
+import subprocess
+import sys
 
 import pytest
 
@@ -102,13 +103,17 @@ def test_off_the_cpu_it_predicts_in_sub_batches_of_max_batch_items(nlp, monkeypa
     assert [n for n, _ in calls] == [len(TEXTS)]
 
 
-def test_the_same_entities_as_spacy_transformers_and_after_serialization(nlp, plain):
+def test_the_same_entities_as_spacy_transformers_and_after_serialization(nlp, plain, tmp_path):
+    import spacy
+
     texts = TEXTS * 3
     expected = entities(plain, texts)
     assert any(expected), "the test needs a pipeline that finds entities"
     assert entities(nlp, texts) == expected
-    loaded = with_model(nlp)  # from bytes, as spacy.load does
-    assert loaded.get_pipe("transformer").cfg == nlp.get_pipe("transformer").cfg
+    assert entities(with_model(nlp), texts) == expected  # from bytes
+    with_component(nlp, cpu_max_batch_pieces=40).to_disk(tmp_path / "saved")
+    loaded = spacy.load(tmp_path / "saved")  # the CPU settings come back with it
+    assert loaded.get_pipe("transformer").cfg["cpu_max_batch_pieces"] == 40
     assert entities(loaded, texts) == expected
 
 
@@ -153,12 +158,23 @@ def test_configs_of_earlier_versions_load_and_give_the_same_entities(nlp, plain)
 def test_a_second_copy_of_the_file_registers_nothing_twice():
     """A package carries a copy of scripts/architectures.py: loading it beside the project's
     own (annotate, the demo) must not stop at spaCy's refusal of a second factory."""
-    spec = importlib.util.spec_from_file_location(
-        "a_packages_copy", ROOT / "scripts" / "architectures.py"
+    code = (  # in a process of its own: the copy re-registers the architectures it names
+        "import importlib.util, sys\n"
+        "from spacy.language import Language\n"
+        "from scripts import architectures\n"
+        "spec = importlib.util.spec_from_file_location('a_packages_copy', sys.argv[1])\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "factory = Language.factories[architectures.CPU_FACTORY]\n"
+        "print(factory is architectures.make_cpu_settings_transformer)\n"
     )
-    copy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(copy)
-    assert copy.CPU_FACTORY == architectures.CPU_FACTORY
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "scripts" / "architectures.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-1] == "True"  # the first registration stands
 
 
 def test_the_installed_spacy_transformers_saves_the_config_where_it_is_read_back(nlp):
