@@ -167,12 +167,13 @@ TIMED_BATCHERS = {
 }
 
 
-def timed_config(config: Path, log: Path):
-    """`config` (uninterpolated) with the timed copy of its batcher, which appends the clock
-    time and the words of every batch to `log`: the loop asks for batch N when step N starts."""
+def timed_config(config: Path, log: Path, overrides: Optional[dict] = None):
+    """`config` (uninterpolated, with `overrides`) with the timed copy of its batcher, which
+    appends the clock time and the words of every batch to `log`: the loop asks for batch N
+    when step N starts."""
     from spacy.util import load_config
 
-    cfg = load_config(config, interpolate=False)
+    cfg = load_config(config, overrides=overrides or {}, interpolate=False)
     batcher = cfg["training"]["batcher"]
     batcher["@batchers"] = TIMED_BATCHERS[batcher["@batchers"]]
     batcher["log_path"] = str(log)

@@ -102,21 +102,6 @@ def record_log(record: List[Dict]):
     return setup
 
 
-def timed_batcher(batches: List[Tuple[float, int]], settings: Dict):
-    """The config's batcher (spacy.batch_by_padded.v1, its settings), which also notes the
-    clock time at which the loop asks for each batch (the start of its step) and its words."""
-    import spacy
-
-    inner = spacy.registry.batchers.get("spacy.batch_by_padded.v1")(**settings)
-
-    def timed(items):
-        for batch in inner(items):
-            batches.append((time.perf_counter(), sum(len(eg) for eg in batch)))
-            yield batch
-
-    return timed
-
-
 def train(
     gpu_id: int,
     mixed_precision: bool,
@@ -131,7 +116,11 @@ def train(
     evaluated every `every` steps: its evaluations, and the start and words of each step."""
     import spacy
 
+    from benchmarks import batch_timer  # noqa: F401  (the timed batchers)
+    from benchmarks.common import read_batches, timed_config
+
     from . import architectures  # noqa: F401  (the config's registered layers)
+    from .corpus import remove_outputs
     from .tiny_transformer import TINY_OVERRIDES
     from .train import train as train_resumable
 
@@ -146,22 +135,15 @@ def train(
         "training.eval_frequency": every,
         "training.patience": 0,
     }
-    config = spacy.util.load_config(CONFIG, overrides=overrides, interpolate=False)
+    log = out.parent / f"{out.name}-batches.tsv"  # the start and words of each step
+    remove_outputs(log)
+    config = timed_config(CONFIG, log, overrides)
     record: List[Dict] = []
-    batches: List[Tuple[float, int]] = []
     config["training"]["logger"] = {"@loggers": "multinerd.smoke_record.v1"}
     spacy.registry.loggers.register("multinerd.smoke_record.v1", func=lambda: record_log(record))
-    batcher = dict(config["training"]["batcher"])
-    assert batcher.pop("@batchers") == "spacy.batch_by_padded.v1", "configs/trf.cfg's batcher"
-
-    def timed(size: int, buffer: int, discard_oversize: bool, get_length=None):
-        settings = dict(size=size, buffer=buffer, discard_oversize=discard_oversize)
-        return timed_batcher(batches, {**settings, "get_length": get_length})
-
-    spacy.registry.batchers.register("multinerd.smoke_timed.v1", func=timed)
-    config["training"]["batcher"] = {"@batchers": "multinerd.smoke_timed.v1", **batcher}
     config.to_disk(out.parent / "smoke.cfg")
     train_resumable(out.parent / "smoke.cfg", out, {}, gpu_id, resume=False)
+    batches = read_batches(log)
     return record, batches
 
 
