@@ -334,13 +334,6 @@ def comparison(result: Dict, pipeline: Path) -> None:
     )
 
 
-def write_json(path: Path, data) -> None:
-    from scripts.corpus import atomic_write
-
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def write_generations(path: Path, tokens, texts, ended, readings) -> None:
     from scripts.corpus import atomic_write
 
@@ -447,6 +440,8 @@ def main(
             "unreadable": unreadable(readings, texts),
         },
     }
+    from scripts.corpus import write_json
+
     write_generations(run_dir / "generations.jsonl", test_tokens, texts, ended, readings)
     write_json(output, result)
     msg.good(f"Wrote {output} and {run_dir / 'generations.jsonl'}")

@@ -19,7 +19,7 @@ from .annotate_input import (
     error_text,
     read_shard,
 )
-from .corpus import atomic_write
+from .corpus import atomic_write, write_json
 
 CHUNK = 1 << 24
 
@@ -137,11 +137,6 @@ def write_json_lines(path: Path, items: List[Dict]) -> None:
     with atomic_write(path) as tmp:
         lines = (json.dumps(item, ensure_ascii=False) + "\n" for item in items)
         tmp.write_text("".join(lines), encoding="utf-8")
-
-
-def write_json(path: Path, data: Dict) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def fingerprint(model: str, source: Path, shard_size: int, opts: Options, files) -> Dict:

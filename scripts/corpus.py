@@ -368,6 +368,12 @@ def atomic_write(target: Path, folder: bool = False) -> Iterator[Path]:
         remove_outputs(tmp, old)
 
 
+def write_json(path: Path, data) -> None:
+    """`data` as indented JSON, written whole or not at all (atomic_write)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def remove_outputs(*paths: Path) -> None:
     """Remove earlier outputs before they are rebuilt, so that a failed run leaves nothing
     stale that a later step would take as done."""
