@@ -460,12 +460,9 @@ def test_project_command_reads_relative_paths_from_where_the_user_stands(model, 
     are read from that folder, the default pipeline from the project folder."""
     import shutil
 
-    from .conftest import ROOT
+    from .conftest import copy_project
 
-    project, user = tmp_path / "project", tmp_path / "user"
-    project.mkdir()
-    shutil.copy(ROOT / "project.yml", project)
-    shutil.copytree(ROOT / "scripts", project / "scripts")
+    project, user = copy_project(tmp_path / "project"), tmp_path / "user"
     shutil.copytree(model, project / "training" / "en_multinerd_a_trf" / "model-best")
     (user / "texts").mkdir(parents=True)
     (user / "texts" / "a.txt").write_text("Zeus\n\nAda Lovelace in London\n")

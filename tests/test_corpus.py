@@ -2,7 +2,6 @@
 DocBin contents, official counts, atomic output)."""
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from scripts import fetch
 from scripts.corpus import DataError, EncodedSplit, Sentences, read_jsonl, write_jsonl
 from scripts.labels import DATASETS, MULTINERD_TAGS, MULTINERD_TYPES, SCHEMES, SPLITS, Reference
 
-from .conftest import FIXTURE, HUB_SPLIT_FILES, fetch_error, read_rows, run_cli
+from .conftest import FIXTURE, HUB_SPLIT_FILES, copy_project, fetch_error, read_rows, run_cli
 
 SCHEME_B = ("PER", "ORG", "LOC", "DIS", "ANIM")
 
@@ -377,12 +376,7 @@ def test_failed_validation_removes_stale_outputs(tmp_path):
 
 
 def test_spacy_project_runs_the_corpus_steps(tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    root = Path(__file__).resolve().parent.parent
-    shutil.copy(root / "project.yml", project)
-    shutil.copytree(root / "scripts", project / "scripts")
-    shutil.copytree(root / "configs", project / "configs")
+    project = copy_project(tmp_path / "project")
     args = ("spacy", "project", "run", "corpus", project, f"--vars.source={FIXTURE}")
     first = run_cli(*args, cwd=project)
     assert first.returncode == 0, first.stdout + first.stderr
